@@ -1,0 +1,271 @@
+"""Shape contracts: checking process ports against their jaxtyping annotations.
+
+One mechanism serves both uses:
+
+* `checked_process` wraps a process so that each call checks its input and output ports
+  with jaxtyping + beartype, in one dimension memo per call. Under `jax.jit` the check
+  runs while tracing only, so a compiled step pays nothing for it.
+* `check_contract` is that same wrapper evaluated with `jax.eval_shape` on abstract
+  inputs built from the input annotations (no FLOPs, no data), for two different sizes
+  of every free dimension. `Component` runs it at make time.
+
+Set the environment variable `JAXMAKE_CHECK_CONTRACTS=0` to skip make-time checks.
+"""
+
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import jax
+import jax.random as jr
+import numpy as np
+from beartype.door import die_if_unbearable, is_bearable
+from beartype.roar import BeartypeDoorHintViolation
+from jaxtyping import AbstractArray, Shaped, jaxtyped
+from jaxtyping._array_types import (  # the parsed dims of an annotation
+    _anonymous_dim,
+    _anonymous_variadic_dim,
+    _FixedDim,
+    _NamedDim,
+    _NamedVariadicDim,
+    _SymbolicDim,
+)
+from jaxtyping._storage import get_shape_memo
+
+from jaxmake._errors import JaxMakeError, ShapeError, array_str
+from jaxmake._ports import ProcessPorts
+from jaxmake._weights import WeightParamsTree, Weights, abstract_weights
+
+ProcessFn = Callable[[Weights, Mapping[str, Any], Any], Mapping[str, Any]]
+
+CHECKS_ENV_VAR = "JAXMAKE_CHECK_CONTRACTS"
+_BUILD_DTYPES = ("float32", "int32", "bool", "uint32", "int64", "float64", "float16", "bfloat16", "uint8", "int8")
+
+
+def contracts_enabled() -> bool:
+    """False when `JAXMAKE_CHECK_CONTRACTS` is `0`, `false`, `no` or `off`."""
+    return os.environ.get(CHECKS_ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def is_array_annotation(hint: object) -> bool:
+    """Whether `hint` is a jaxtyping array annotation such as `Float[Array, "T d"]`."""
+    return isinstance(hint, type) and issubclass(hint, AbstractArray)
+
+
+def annotation_str(hint: Any) -> str:
+    """`Float[Array, "T dim_model"]` for a jaxtyping annotation, the type's name otherwise."""
+    if is_array_annotation(hint):
+        array_type = "Array" if hint.array_type is jax.Array else getattr(hint.array_type, "__name__", repr(hint.array_type))
+        return f'{hint.dtype.__name__}[{array_type}, "{hint.dim_str}"]'
+    return getattr(hint, "__name__", repr(hint))
+
+
+class _Site:
+    """Where a check runs (component path and ports) and what it has learnt so far."""
+
+    def __init__(self, path: str, ports: ProcessPorts, dims: Mapping[str, int]) -> None:
+        self.path, self.ports, self.dims = path, ports, dims
+        self.origins = {name: "component dims" for name in dims}
+
+    def check(self, side: str, name: str, hint: Any, value: Any) -> None:
+        if hint is None:
+            return
+        if is_bearable(value, hint):
+            memo, variadic = get_shape_memo()[:2]
+            for dim in (*memo, *variadic):
+                self.origins.setdefault(dim, f"{side} '{name}'")
+            return
+        if is_array_annotation(hint):
+            reason = hint.__instancecheck_str__(value)
+        else:
+            try:
+                die_if_unbearable(value, hint)
+                reason = "it does not match the annotation"
+            except BeartypeDoorHintViolation as violation:
+                reason = str(violation)
+        raise ShapeError(self._message(side, name, hint, value, reason))
+
+    def check_names(self, side: str, expected: frozenset[str], given: object) -> None:
+        if not isinstance(given, Mapping):
+            raise ShapeError(f"{self._where()}\n  {side}s must be a dict of port name -> array, got {array_str(given)}")
+        if set(given) != expected:
+            missing, extra = sorted(expected - set(given)), sorted(set(given) - expected)
+            parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]
+            raise ShapeError(
+                f"{self._where()}\n  {side} ports do not match: {', '.join(p for p in parts if p)}"
+                f"\n  expected: {sorted(expected)}\n  got:      {sorted(given)}"
+            )
+
+    def _where(self) -> str:
+        return f"ShapeError in {self.path or 'a component'}, process {self.ports}"
+
+    def _message(self, side: str, name: str, hint: Any, value: Any, reason: str) -> str:
+        memo, variadic = get_shape_memo()[:2]
+        bound = [f"{dim}={size} ({self.origins.get(dim, 'earlier port')})" for dim, size in memo.items()]
+        bound += [f"*{dim}={shape} ({self.origins.get(dim, 'earlier port')})" for dim, (_, shape) in variadic.items()]
+        unbound = [d for d in _dim_names(hint) if d not in memo and d not in variadic]
+        bound += [f"{d} unbound" for d in unbound]
+        lines = [
+            f"{self._where()}, {side} port '{name}'",
+            f"  expected: {annotation_str(hint)}",
+            f"  got:      {array_str(value)}",
+            f"  reason:   {reason.rstrip('.')}",
+            f"  bound:    {', '.join(bound) or 'nothing yet'}",
+        ]
+        if _one_axis_too_many(hint, value):
+            lines.append("  hint:     one leading axis too many; processes work per example, wrap the call in `jax.vmap`")
+        return "\n".join(lines)
+
+
+def checked_process(process: ProcessFn, ports: ProcessPorts, *, path: str, dims: Mapping[str, int]) -> ProcessFn:
+    """Wrap `process` so that every call checks its ports against their annotations.
+
+    Dims in `dims` are bound before the first port is checked. Under `jax.jit` the
+    checks run at trace time only.
+
+    Raises:
+        ShapeError: a port is missing, unexpected, or does not match its annotation.
+    """
+
+    @functools.wraps(process)
+    def checked(weights: Weights, inputs: Mapping[str, Any], rng: Any) -> Mapping[str, Any]:
+        site = _Site(path, ports, dims)
+        with _bound_dims(dims):
+            site.check_names("input", ports.inputs, inputs)
+            for name, hint in ports.input_types.items():
+                site.check("input", name, hint, inputs[name])
+            outputs = process(weights, inputs, rng)
+            site.check_names("output", ports.outputs, outputs)
+            for name, hint in ports.output_types.items():
+                site.check("output", name, hint, outputs[name])
+        return outputs
+
+    return checked
+
+
+@contextmanager
+def _bound_dims(dims: Mapping[str, int]) -> Iterator[None]:
+    with jaxtyped("context"):
+        if dims:
+            # Binding a name in jaxtyping's memo = checking an array of that size against it.
+            dummy = np.broadcast_to(np.zeros((), np.bool_), tuple(dims.values()))
+            names: Any = Shaped[np.ndarray, " ".join(dims)]
+            if not is_bearable(dummy, names):
+                raise ShapeError(f"cannot bind the dims {dict(dims)}: names must be distinct identifiers")
+        yield
+
+
+def check_contract(
+    process: ProcessFn,
+    ports: ProcessPorts,
+    weight_params: WeightParamsTree,
+    *,
+    path: str,
+    dims: Mapping[str, int],
+    uses_rng: bool,
+) -> bool:
+    """Check a process's declared contract on abstract values, for two sizes of each free dim.
+
+    Returns:
+        Whether the contract was checked: only processes whose every input port has a
+        jaxtyping array annotation can be evaluated abstractly; others return `False`.
+
+    Raises:
+        ShapeError: an output does not follow from the inputs and the weights, or the
+            process fails on inputs that match its annotations.
+    """
+    hints = ports.input_types
+    if not contracts_enabled() or not hints or not all(map(_can_build, hints.values())):
+        return False
+    wrapped = checked_process(process, ports, path=path, dims=dims)
+    weights = abstract_weights(weight_params)
+    rng = jax.ShapeDtypeStruct((), _key_dtype()) if uses_rng else None
+    for attempt in range(2):
+        inputs = abstract_inputs(ports, dims, attempt)
+        try:
+            jax.eval_shape(wrapped, weights, inputs, rng)
+        except JaxMakeError:
+            raise
+        except Exception as error:
+            shapes = ", ".join(f"{name}={array_str(x)}" for name, x in inputs.items())
+            raise ShapeError(
+                f"ShapeError in {path or 'a component'}, process {ports}\n"
+                f"  the process failed on abstract inputs that match its annotations: {shapes}\n"
+                f"  bound:    {', '.join(f'{d}={s}' for d, s in dims.items()) or 'nothing'}\n"
+                f"  error:    {type(error).__name__}: {error}"
+            ) from error
+    return True
+
+
+def abstract_inputs(ports: ProcessPorts, dims: Mapping[str, int], attempt: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """`ShapeDtypeStruct` inputs matching the input annotations.
+
+    Bound dims take their size from `dims`. Free dims take distinct sizes of at least 2
+    that differ from every bound size (so that a swapped dimension cannot pass by
+    accident); attempt 0 and attempt 1 give every free dim a different size, and give a
+    variadic dim (`*batch`) zero and two axes.
+    """
+    hints = [h for h in ports.input_types.values() if is_array_annotation(h)]
+    free = list(dict.fromkeys(n for h in hints for n in _dim_names(h, variadic=False) if n not in dims))
+    variadic = list(dict.fromkeys(n for h in hints for n in _variadic_names(h)))
+    taken = set(dims.values())
+    candidates = (n for n in range(2, 1 << 16) if n not in taken)
+    firsts = [next(candidates) for _ in range(len(free) + 2 * len(variadic))]
+    seconds = [next(candidates) for _ in firsts]
+    sizes_now = seconds if attempt else firsts
+    sizes = {**dims, **dict(zip(free, sizes_now))}
+    rest = iter(sizes_now[len(free) :])
+    batch = {n: (next(rest), next(rest)) if attempt else () for n in variadic}
+    return {name: jax.ShapeDtypeStruct(_shape(h, sizes, batch), _build_dtype(h)) for name, h in ports.input_types.items()}
+
+
+def _shape(hint: Any, sizes: Mapping[str, int], batch: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
+    shape: list[int] = []
+    for dim in hint.dims:
+        if isinstance(dim, _FixedDim):
+            shape.append(dim.size)
+        elif isinstance(dim, _NamedDim):
+            shape.append(sizes[dim.name])
+        elif isinstance(dim, _NamedVariadicDim):
+            shape.extend(batch[dim.name])
+        elif isinstance(dim, _SymbolicDim):
+            shape.append(int(eval(dim.elem, {}, dict(sizes))))  # as jaxtyping evaluates it
+        elif dim is _anonymous_dim:
+            shape.append(3)
+    return tuple(shape)
+
+
+def _can_build(hint: object) -> bool:
+    return is_array_annotation(hint) and _build_dtype(hint) is not None
+
+
+def _build_dtype(hint: Any) -> str | None:
+    dtypes = hint.dtypes
+    if not isinstance(dtypes, list | tuple):  # jaxtyping's "any dtype" marker, as in `Shaped`
+        return "float32"
+    return next((d for d in _BUILD_DTYPES if d in dtypes), None)
+
+
+def _dim_names(hint: object, variadic: bool = True) -> list[str]:
+    if not is_array_annotation(hint):
+        return []
+    kinds = (_NamedDim, _NamedVariadicDim) if variadic else (_NamedDim,)
+    return [dim.name for dim in hint.dims if isinstance(dim, kinds)]  # type: ignore[attr-defined]
+
+
+def _variadic_names(hint: Any) -> list[str]:
+    return [dim.name for dim in hint.dims if isinstance(dim, _NamedVariadicDim)]
+
+
+def _one_axis_too_many(hint: Any, value: Any) -> bool:
+    if not is_array_annotation(hint) or not hasattr(value, "shape"):
+        return False
+    plain = all(d is not _anonymous_variadic_dim and not isinstance(d, _NamedVariadicDim) for d in hint.dims)
+    return plain and len(value.shape) == len(hint.dims) + 1
+
+
+@functools.cache
+def _key_dtype() -> Any:
+    return jr.key(0).dtype

@@ -1,0 +1,45 @@
+"""The errors jaxmake raises. Every one of them is a `JaxMakeError`."""
+
+
+class JaxMakeError(Exception):
+    """Base class of every error that jaxmake raises on purpose."""
+
+
+class ConfigError(JaxMakeError, ValueError):
+    """A config field is out of range, of the wrong type, or inconsistent with another.
+
+    The message names the config class, the field, the value and the rule.
+    """
+
+
+class ShapeError(JaxMakeError, TypeError):
+    """A shape contract failed, at make time or on a checked call.
+
+    The message names the component path, the process ports, the port, the expected
+    annotation, the shape and dtype seen, and the dimension sizes bound so far.
+    """
+
+
+class WeightsError(JaxMakeError, ValueError):
+    """A weights tree does not match its spec: lists every missing, extra and wrong path."""
+
+
+def array_str(value: object) -> str:
+    """Describe a value compactly for an error message: `f32[2,50,12]`, `i32[]`, or its type.
+
+    Works on anything with `shape` and `dtype` (jax and numpy arrays, tracers,
+    `jax.ShapeDtypeStruct`); other values are named by their type.
+    """
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return f"a value of type {type(value).__name__}"
+    name = str(dtype)
+    for long, short in _DTYPE_PREFIXES:
+        if name.startswith(long) and name[len(long) :].isdigit():
+            name = short + name[len(long) :]
+            break
+    return f"{name}[{','.join(str(d) for d in shape)}]"
+
+
+_DTYPE_PREFIXES = (("bfloat", "bf"), ("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c"))

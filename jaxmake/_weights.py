@@ -1,0 +1,329 @@
+"""Weight specs (`WeightParams`), and the weights trees made from them.
+
+A component declares its weights as a nested dict of `WeightParams` whose keys mirror the
+component tree; `make_weights` turns that spec into a nested dict of arrays with exactly
+the same keys, shapes and dtypes. Each array depends only on the root key and on its own
+path in the tree, so adding, removing or reordering siblings never changes a weight.
+"""
+
+import math
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias, get_args
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax import Array
+from jax.typing import DTypeLike
+
+from jaxmake._errors import ConfigError, WeightsError, array_str
+
+ArrayGen = Literal[
+    "kaiming", "xavier", "normal", "truncated_normal", "embedding", "dropout", "zeros", "ones"
+]
+"""The names of the initialisers; `WeightParams` documents the formula of each."""
+
+_ARRAY_GENS: frozenset[str] = frozenset(get_args(ArrayGen))
+_RANDOM_FLOAT_GENS = frozenset({"kaiming", "xavier", "normal", "truncated_normal", "embedding"})
+# Standard deviation of a standard normal truncated to [-2, 2].
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+@dataclass(frozen=True)
+class WeightParams:
+    """The frozen spec of one weight array: everything needed to initialise it.
+
+    Args:
+        shape: the array's shape; matrices are stored `[n_in, n_out]` and applied as `x @ w`.
+        init: an `ArrayGen` name or a number (a constant fill). With `fan_in` the product
+            of all dims but the last (the dim itself for a vector) and `fan_out` the last:
+
+            * `"kaiming"`: normal, std `scale * sqrt(2 / fan_in)` (He et al., 2015);
+            * `"xavier"`: normal, std `scale * sqrt(2 / (fan_in + fan_out))` (Glorot and
+              Bengio, 2010);
+            * `"normal"`: normal, std `scale`;
+            * `"truncated_normal"`: normal truncated to two standard deviations, rescaled
+              so that its std is `scale`;
+            * `"embedding"`: normal, std `scale / sqrt(fan_out)`, so each row (one
+              embedding vector) has an expected squared norm of `scale**2`;
+            * `"dropout"`: a fixed Bernoulli mask, 1 with probability `scale`, else 0;
+            * `"zeros"`, `"ones"`, or a number `c`: the constant `0`, `scale`, `c * scale`.
+        scale: multiplies the draw (see `init`).
+        dtype: the array's dtype; random normal inits need a floating dtype.
+        axes: optional logical axis names, one per dim (`None` for a dim that is never
+            sharded), e.g. `("embed", "mlp")`; used to shard the weight on a mesh.
+
+    Raises:
+        ConfigError: a field is out of range or inconsistent with another.
+
+    Example:
+        >>> WeightParams((3, 4), axes=["embed", "mlp"])
+        WeightParams(shape=(3, 4), init='kaiming', scale=1.0, dtype=dtype('float32'), axes=('embed', 'mlp'))
+    """
+
+    shape: tuple[int, ...]
+    init: ArrayGen | float = "kaiming"
+    scale: float = 1.0
+    dtype: DTypeLike = jnp.float32
+    axes: tuple[str | None, ...] | None = None
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.shape) if isinstance(self.shape, Sequence) else self.shape
+        if not isinstance(shape, tuple) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise _error("shape", self.shape, "must be a tuple of non-negative ints")
+        object.__setattr__(self, "shape", tuple(int(d) for d in shape))
+        if isinstance(self.init, str):
+            if self.init not in _ARRAY_GENS:
+                raise _error("init", self.init, f"must be a number or one of {sorted(_ARRAY_GENS)}")
+        elif isinstance(self.init, bool) or not isinstance(self.init, int | float):
+            raise _error("init", self.init, "must be a number or an `ArrayGen` name")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, int | float):
+            raise _error("scale", self.scale, "must be a number")
+        if not math.isfinite(self.scale):
+            raise _error("scale", self.scale, "must be finite")
+        object.__setattr__(self, "scale", float(self.scale))
+        try:
+            dtype = jnp.dtype(self.dtype)
+        except TypeError:
+            raise _error("dtype", self.dtype, "must be a dtype such as `jnp.float32`") from None
+        object.__setattr__(self, "dtype", dtype)
+        if self.init in _RANDOM_FLOAT_GENS and not jnp.issubdtype(dtype, jnp.floating):
+            raise _error("dtype", dtype, f"must be floating for init={self.init!r}")
+        if self.init == "dropout" and not 0.0 <= self.scale <= 1.0:
+            raise _error("scale", self.scale, "is the keep probability of a dropout mask: in [0, 1]")
+        if self.axes is not None:
+            axes = tuple(self.axes) if isinstance(self.axes, Sequence) else self.axes
+            if not isinstance(axes, tuple) or not all(a is None or isinstance(a, str) for a in axes):
+                raise _error("axes", self.axes, "must be a tuple of axis names (str) or None")
+            if len(axes) != len(self.shape):
+                raise _error("axes", self.axes, f"must name each of the {len(self.shape)} dims of shape={self.shape}")
+            object.__setattr__(self, "axes", axes)
+
+
+WeightParamsTree: TypeAlias = Mapping[str, "WeightParams | WeightParamsTree"]
+"""A nested mapping of `WeightParams`: the spec of a weights tree."""
+
+Weights: TypeAlias = dict[str, Any]
+"""A nested dict of arrays whose keys mirror the component tree, as `make_weights` returns."""
+
+
+def make_weights(rng: Array, weight_params: WeightParamsTree) -> Weights:
+    """Initialise every weight of a spec tree.
+
+    Args:
+        rng: a PRNG key (`jax.random.key(seed)`). The key of each array is `rng` folded
+            with each name on its path, so an array depends only on `rng` and its path,
+            and `make_weights(fold(rng, "a"), spec["a"])` equals `make_weights(rng, spec)["a"]`.
+        weight_params: the spec tree.
+
+    Returns:
+        A nested dict of arrays with exactly the keys, shapes and dtypes of the spec;
+        empty sub-dicts stay empty dicts.
+
+    Raises:
+        WeightsError: the spec tree holds something other than `WeightParams` and mappings.
+
+    Example:
+        >>> spec = {"w": WeightParams((2, 3)), "b": WeightParams((3,), init=0), "dropout": {}}
+        >>> weights = make_weights(jax.random.key(0), spec)
+        >>> jax.tree.map(jnp.shape, weights)
+        {'b': (3,), 'dropout': {}, 'w': (2, 3)}
+    """
+    if not isinstance(rng, jax.Array):
+        raise TypeError(f"`make_weights` takes a PRNG key such as `jax.random.key(0)`, got {array_str(rng)}")
+    _check_spec(weight_params, ())
+    return _make_tree(rng, weight_params)
+
+
+def fold_in_name(rng: Array, name: str) -> Array:
+    """The key of the sub-tree `name` under `rng`: `rng` folded with a stable hash of `name`."""
+    return jr.fold_in(rng, zlib.crc32(name.encode()))
+
+
+def _make_tree(rng: Array, tree: WeightParamsTree) -> Weights:
+    return {
+        name: _init_array(fold_in_name(rng, name), spec)
+        if isinstance(spec, WeightParams)
+        else _make_tree(fold_in_name(rng, name), spec)
+        for name, spec in tree.items()
+    }
+
+
+def _init_array(key: Array, spec: WeightParams) -> Array:
+    shape, dtype, scale = spec.shape, spec.dtype, spec.scale
+    fan_in = math.prod(shape[:-1]) if len(shape) > 1 else math.prod(shape)
+    fan_out = shape[-1] if shape else 1
+    match spec.init:
+        case "kaiming":
+            return jr.normal(key, shape, dtype) * (scale * math.sqrt(2 / max(fan_in, 1)))
+        case "xavier":
+            return jr.normal(key, shape, dtype) * (scale * math.sqrt(2 / max(fan_in + fan_out, 1)))
+        case "normal":
+            return jr.normal(key, shape, dtype) * scale
+        case "truncated_normal":
+            draw = jr.truncated_normal(key, -2.0, 2.0, shape, dtype)
+            return draw * (scale / _TRUNCATED_NORMAL_STD)
+        case "embedding":
+            return jr.normal(key, shape, dtype) * (scale / math.sqrt(max(fan_out, 1)))
+        case "dropout":
+            return jr.bernoulli(key, scale, shape).astype(dtype)
+        case "zeros":
+            return jnp.zeros(shape, dtype)
+        case "ones":
+            return jnp.full(shape, scale, dtype)
+        case _:
+            return jnp.full(shape, spec.init * scale, dtype)
+
+
+def abstract_weights(weight_params: WeightParamsTree) -> dict[str, Any]:
+    """The weights tree as `jax.ShapeDtypeStruct`s: for `jax.eval_shape` and restoring."""
+    _check_spec(weight_params, ())
+    return _map_spec(weight_params, lambda spec: jax.ShapeDtypeStruct(spec.shape, spec.dtype))
+
+
+def _map_spec(tree: WeightParamsTree, fn: Any) -> dict[str, Any]:
+    return {
+        name: fn(spec) if isinstance(spec, WeightParams) else _map_spec(spec, fn)
+        for name, spec in tree.items()
+    }
+
+
+def check_weights(weight_params: WeightParamsTree, weights: Mapping[str, Any]) -> None:
+    """Check that a weights tree matches its spec exactly.
+
+    Arrays (or anything with `shape` and `dtype`, such as `jax.ShapeDtypeStruct`) must
+    sit at exactly the spec's paths, with the spec's shapes and dtypes.
+
+    Raises:
+        WeightsError: listing every missing, extra, mis-shaped and mis-typed path at once.
+    """
+    problems = list(_weight_problems(weight_params, weights, ()))
+    if problems:
+        lines = "\n".join(f"  {kind:<12} {_path_str(path)}: {detail}" for kind, path, detail in problems)
+        raise WeightsError(
+            f"the weights do not match their spec ({len(problems)} problem"
+            f"{'s' if len(problems) > 1 else ''}):\n{lines}"
+        )
+
+
+def _weight_problems(
+    spec: WeightParamsTree, tree: Mapping[str, Any], path: tuple[str, ...]
+) -> Iterator[tuple[str, tuple[str, ...], str]]:
+    for name, sub_spec in spec.items():
+        sub_path = (*path, name)
+        if name not in tree:
+            yield "missing", sub_path, f"expected {_spec_str(sub_spec)}"
+            continue
+        value = tree[name]
+        if isinstance(sub_spec, WeightParams):
+            if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+                yield "not an array", sub_path, f"expected {_spec_str(sub_spec)}, got {_value_str(value)}"
+            elif tuple(value.shape) != sub_spec.shape:
+                yield "wrong shape", sub_path, f"expected {_spec_str(sub_spec)}, got {array_str(value)}"
+            elif value.dtype != sub_spec.dtype:
+                yield "wrong dtype", sub_path, f"expected {_spec_str(sub_spec)}, got {array_str(value)}"
+        elif not isinstance(value, Mapping):
+            yield "not a dict", sub_path, f"expected {_spec_str(sub_spec)}, got {_value_str(value)}"
+        else:
+            yield from _weight_problems(sub_spec, value, sub_path)
+    for name in tree:
+        if name not in spec:
+            yield "extra", (*path, name), _value_str(tree[name])
+
+
+def _spec_str(spec: "WeightParams | WeightParamsTree") -> str:
+    if isinstance(spec, WeightParams):
+        return array_str(jax.ShapeDtypeStruct(spec.shape, spec.dtype))
+    return f"a dict with keys {sorted(spec)}" if spec else "an empty dict"
+
+
+def _value_str(value: object) -> str:
+    if isinstance(value, Mapping):
+        return f"a dict with keys {sorted(value)}" if value else "an empty dict"
+    return array_str(value)
+
+
+def _check_spec(tree: object, path: tuple[str, ...]) -> None:
+    if not isinstance(tree, Mapping):
+        where = f"at `{_path_str(path)}`" if path else "at the root"
+        raise WeightsError(
+            f"a weight spec tree holds `WeightParams` and dicts of them; {where} it holds "
+            f"{_value_str(tree)}"
+        )
+    for name, spec in tree.items():
+        if not isinstance(name, str):
+            raise WeightsError(f"weight names are strings; `{_path_str(path) or 'the root'}` has the key {name!r}")
+        if not isinstance(spec, WeightParams):
+            _check_spec(spec, (*path, name))
+
+
+PathLike: TypeAlias = str | Sequence[str]
+"""A path in a tree: `"encoder.norm.a"` or `("encoder", "norm", "a")`."""
+
+
+def get_at(tree: Mapping[str, Any], path: PathLike) -> Any:
+    """The sub-tree or array at `path` of a weights (or weight spec) tree.
+
+    Raises:
+        WeightsError: the path does not exist; says where it stops and what is there.
+
+    Example:
+        >>> get_at({"mlp": {"layer_0": {"b": 1.0}}}, "mlp.layer_0.b")
+        1.0
+    """
+    names = _split(path)
+    node: Any = tree
+    for depth, name in enumerate(names):
+        if not isinstance(node, Mapping) or name not in node:
+            raise WeightsError(_missing_message(names, depth, node))
+        node = node[name]
+    return node
+
+
+def set_at(tree: Mapping[str, Any], path: PathLike, value: Any) -> dict[str, Any]:
+    """A copy of `tree` with the entry at `path` replaced by `value` (nothing is mutated).
+
+    Raises:
+        WeightsError: the path does not exist; `set_at` never creates new entries.
+    """
+    names = _split(path)
+    get_at(tree, names)
+
+    def replace(node: Mapping[str, Any], depth: int) -> dict[str, Any]:
+        name = names[depth]
+        new = value if depth == len(names) - 1 else replace(node[name], depth + 1)
+        return {**node, name: new}
+
+    return replace(tree, 0)
+
+
+def _split(path: PathLike) -> tuple[str, ...]:
+    names = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise WeightsError(f"a path is a dotted string or a sequence of names, got {path!r}")
+    return names
+
+
+def _missing_message(names: tuple[str, ...], depth: int, node: object) -> str:
+    where = f"`{_path_str(names[:depth])}`" if depth else "the root"
+    held = _value_str(node) if not isinstance(node, Mapping) else (
+        f"holds {', '.join(f'`{k}`' for k in sorted(node))}" if node else "is an empty dict"
+    )
+    if not isinstance(node, Mapping):
+        held = f"is {held}"
+    return f"no entry `{_path_str(names)}`: {where} {held}"
+
+
+def _path_str(path: Sequence[str]) -> str:
+    return ".".join(path)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _error(field: str, value: object, rule: str) -> ConfigError:
+    return ConfigError(f"`WeightParams.{field}`={value!r} {rule}")

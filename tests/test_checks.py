@@ -1,0 +1,207 @@
+"""Shape contracts: at make time (abstract) and on checked calls; the `ShapeError` anatomy."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jaxtyping import Array, Bool, Float, Int
+
+import jaxmake as jm
+from jaxmake import _checks
+from tests.affine import Affine
+
+
+def _lines(error: pytest.ExceptionInfo[BaseException]) -> list[str]:
+    return str(error.value).splitlines()
+
+
+def test_checked_call_message_names_everything() -> None:
+    with jm.scope("vit"), jm.scope("encoder"):
+        affine = Affine.make(Affine(3, 12))
+    weights = jm.abstract_weights(affine.weight_params)
+    with pytest.raises(jm.ShapeError) as info:
+        jax.eval_shape(affine.checked(), weights, {"Input": jax.ShapeDtypeStruct((2, 50, 3), jnp.float32)}, None)
+    assert _lines(info) == [
+        "ShapeError in vit.encoder, process (Input) -> (Output), input port 'Input'",
+        '  expected: Float[Array, "T n_in"]',
+        "  got:      f32[2,50,3]",
+        "  reason:   this array has 3 dimensions, not the 2 expected by the type hint",
+        "  bound:    n_in=3 (component dims), n_out=12 (component dims), T unbound",
+        "  hint:     one leading axis too many; processes work per example, wrap the call in `jax.vmap`",
+    ]
+    assert isinstance(info.value, TypeError)
+
+
+def test_checked_call_reports_dtype_and_bound_dims_from_earlier_ports() -> None:
+    ports = jm.make_ports({"Input": Float[Array, "T d"], "ids": Int[Array, "T"]}, {"Output": Float[Array, "T d"]})
+    component = jm.Component.from_fixed_process({}, lambda w, x: {"Output": x["Input"]}, ports, dims={"d": 4})
+    call = component.checked(ports)
+    with pytest.raises(jm.ShapeError) as info:
+        call({}, {"Input": jnp.zeros((5, 4)), "ids": jnp.zeros(5)}, None)
+    assert _lines(info)[1:3] == ['  expected: Int[Array, "T"]', "  got:      f32[5]"]
+    assert _lines(info)[3].startswith("  reason:   this array has dtype float32, not any of (")
+    assert _lines(info)[4] == "  bound:    d=4 (component dims), T=5 (input 'Input')"
+    with pytest.raises(jm.ShapeError) as info:
+        call({}, {"Input": jnp.zeros((5, 4)), "ids": jnp.zeros(6, jnp.int32)}, None)
+    assert _lines(info)[3:] == [
+        "  reason:   the size of dimension T is 6 which does not equal the existing value of 5",
+        "  bound:    d=4 (component dims), T=5 (input 'Input')",
+    ]
+
+
+def test_dtype_message() -> None:
+    ports = jm.make_ports({"Input": Int[Array, "T"]}, "Output")
+    call = jm.Component.from_fixed_process({}, lambda w, x: {"Output": x["Input"]}, ports).checked(ports)
+    with pytest.raises(jm.ShapeError, match=r"reason:   this array has dtype float32, not any of \(.*'int32'"):
+        call({}, {"Input": jnp.zeros(5)}, None)
+
+
+def test_missing_and_unexpected_ports() -> None:
+    affine = Affine.make(Affine(2, 2))
+    weights = jm.abstract_weights(affine.weight_params)
+    with pytest.raises(jm.ShapeError) as info:
+        affine.checked()(weights, {"x": jnp.zeros((1, 2))}, None)
+    assert _lines(info) == [
+        "ShapeError in a component, process (Input) -> (Output)",
+        "  input ports do not match: missing ['Input'], unexpected ['x']",
+        "  expected: ['Input']",
+        "  got:      ['x']",
+    ]
+    wrong = jm.Component({}, {jm.make_ports("Input", "Output"): lambda w, x, r: {"out": x["Input"]}})
+    with pytest.raises(jm.ShapeError, match=r"output ports do not match: missing \['Output'\], unexpected \['out'\]"):
+        wrong.checked()({}, {"Input": jnp.zeros(1)}, None)
+
+
+def _bad_output(weights: jm.Weights, x: Float[Array, "T n_in"]) -> Float[Array, "T n_out"]:
+    w: Array = weights["w"]
+    return (x @ w)[1:]
+
+
+def test_make_time_check_catches_a_wrong_output_and_names_the_path() -> None:
+    with jm.scope("model"), jm.scope("affine"), pytest.raises(jm.ShapeError) as info:
+        jm.Component.from_fixed_pipeline({"w": jm.WeightParams((3, 4))}, _bad_output, dims={"n_in": 3, "n_out": 4})
+    assert _lines(info) == [
+        "ShapeError in model.affine, process (Input) -> (Output), output port 'Output'",
+        '  expected: Float[Array, "T n_out"]',
+        "  got:      f32[1,4]",
+        "  reason:   the size of dimension T is 1 which does not equal the existing value of 2",
+        "  bound:    n_in=3 (component dims), n_out=4 (component dims), T=2 (input 'Input')",
+    ]
+
+
+def _transposed(weights: jm.Weights, x: Float[Array, "T n_in"]) -> Float[Array, "T n_out"]:
+    w: Array = weights["w"]
+    return x.T @ w
+
+
+def test_make_time_check_wraps_errors_raised_by_the_process() -> None:
+    with pytest.raises(jm.ShapeError) as info:
+        jm.Component.from_fixed_pipeline({"w": jm.WeightParams((3, 4))}, _transposed, dims={"n_in": 3, "n_out": 4})
+    assert _lines(info)[:3] == [
+        "ShapeError in a component, process (Input) -> (Output)",
+        "  the process failed on abstract inputs that match its annotations: Input=f32[2,3]",
+        "  bound:    n_in=3, n_out=4",
+    ]
+    assert "dot_general requires contracting dimensions" in _lines(info)[3]
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def _only_for_t_equals_2(weights: jm.Weights, x: Float[Array, "T d"]) -> Float[Array, "T d"]:
+    return jnp.zeros((2, x.shape[1]))
+
+
+def test_free_dims_are_tried_at_more_than_one_size() -> None:
+    with pytest.raises(jm.ShapeError, match="the size of dimension T is 2 which does not equal the existing value of"):
+        jm.Component.from_fixed_pipeline({}, _only_for_t_equals_2)
+
+
+def test_abstract_inputs_use_distinct_sizes_avoiding_bound_ones() -> None:
+    ports = jm.make_ports(
+        {"a": Float[Array, "*batch T d"], "b": Int[Array, "T 3"], "c": Bool[Array, "S d"], "s": Float[Array, ""]}, "out"
+    )
+    first = jm_abstract(ports, {"d": 2}, 0)
+    second = jm_abstract(ports, {"d": 2}, 1)
+    assert first == {"a": ((3, 2), "float32"), "b": ((3, 3), "int32"), "c": ((4, 2), "bool"), "s": ((), "float32")}
+    assert second == {"a": ((9, 10, 7, 2), "float32"), "b": ((7, 3), "int32"), "c": ((8, 2), "bool"), "s": ((), "float32")}
+
+
+def jm_abstract(ports: jm.ProcessPorts, dims: dict[str, int], attempt: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {k: (v.shape, str(v.dtype)) for k, v in _checks.abstract_inputs(ports, dims, attempt).items()}
+
+
+def test_unannotated_processes_are_not_checked_at_make_time() -> None:
+    calls: list[int] = []
+
+    def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+        calls.append(1)
+        return {"Output": inputs["Input"]}
+
+    jm.Component({}, {jm.pipeline_ports: process})
+    assert calls == []
+
+
+def test_make_time_checks_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(jm.CHECKS_ENV_VAR, "0")
+    component = jm.Component.from_fixed_pipeline({}, _only_for_t_equals_2)
+    with pytest.raises(jm.ShapeError):
+        component.checked()({}, {"Input": jnp.zeros((3, 2))}, None)
+
+
+def test_checked_runs_at_trace_time_only_under_jit(monkeypatch: pytest.MonkeyPatch) -> None:
+    affine = Affine.make(Affine(3, 2))
+    checks: list[str] = []
+    original = _checks._Site.check
+
+    def counting(self: Any, side: str, name: str, hint: Any, value: Any) -> None:
+        checks.append(f"{side} {name}")
+        original(self, side, name, hint, value)
+
+    monkeypatch.setattr(_checks._Site, "check", counting)
+    step = jax.jit(affine.checked())
+    weights = jm.make_weights(jax.random.key(0), affine.weight_params)
+    for _ in range(3):
+        step(weights, {"Input": jnp.ones((4, 3))}, None)
+    assert checks == ["input Input", "output Output"]
+    step(weights, {"Input": jnp.ones((5, 3))}, None)  # a new shape is a new trace
+    assert len(checks) == 4
+    with pytest.raises(jm.ShapeError):
+        step(weights, {"Input": jnp.ones((5, 4))}, None)
+
+
+def test_checked_wrapper_compiles_to_the_same_program() -> None:
+    affine = Affine.make(Affine(3, 2))
+    weights = jm.make_weights(jax.random.key(0), affine.weight_params)
+    args = (weights, {"Input": jnp.ones((4, 3))}, None)
+    plain = jax.jit(affine.get_process(jm.pipeline_ports)).lower(*args).as_text()
+    checked = jax.jit(affine.checked()).lower(*args).as_text()
+    assert plain.replace("jit__lambda", "jit_X") == checked.replace("jit_checked", "jit_X").replace("jit__lambda", "jit_X")
+
+
+# --- property: a toy component with random dims ----------------------------------------
+
+SIZES = st.integers(1, 6)
+
+
+@given(n_in=SIZES, n_out=SIZES, t=SIZES)
+def test_correct_toy_components_always_pass(n_in: int, n_out: int, t: int) -> None:
+    component = Affine.make(Affine(n_in, n_out))
+    weights = jm.abstract_weights(component.weight_params)
+    out = jax.eval_shape(component.checked(), weights, {"Input": jax.ShapeDtypeStruct((t, n_in), jnp.float32)}, None)
+    assert out["Output"].shape == (t, n_out)
+
+
+@given(n_in=SIZES, n_out=SIZES, axis=st.sampled_from([0, 1]), delta=st.sampled_from([-1, 1]))
+def test_one_output_dim_off_always_raises(n_in: int, n_out: int, axis: int, delta: int) -> None:
+    def pipeline(weights: jm.Weights, x: Float[Array, "T n_in"]) -> Float[Array, "T n_out"]:
+        w: Array = weights["w"]
+        y = x @ w
+        if delta > 0:
+            return jnp.concatenate([y, y[:1] if axis == 0 else y[:, :1]], axis=axis)
+        return y[1:] if axis == 0 else y[:, 1:]
+
+    with pytest.raises(jm.ShapeError, match=r"output port 'Output'|the process failed"):
+        jm.Component.from_fixed_pipeline({"w": jm.WeightParams((n_in, n_out))}, pipeline, dims={"n_in": n_in, "n_out": n_out})

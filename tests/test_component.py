@@ -1,0 +1,126 @@
+"""`Component`, its constructors and accessors, `sequential`, `merge_params`, `scope`."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from jaxtyping import Array, Bool, Float
+
+import jaxmake as jm
+from tests.affine import Affine
+
+
+def _noise(weights: jm.Weights, x: Float[Array, "T d"], rng: Array | None) -> Float[Array, "T d"]:
+    assert rng is not None
+    return x + jr.normal(rng, x.shape)
+
+
+NOISE = jm.Component.from_pipeline({}, _noise)
+MASKED_PORTS = jm.make_ports(
+    {"Input": Float[Array, "T d"], "mask": Bool[Array, "T"]}, {"Output": Float[Array, "T d"], "count": Float[Array, ""]}
+)
+
+
+def _masked(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+    mask = inputs["mask"]
+    return {"Output": jnp.where(mask[:, None], inputs["Input"], 0.0), "count": mask.sum().astype(jnp.float32)}
+
+
+def test_the_four_constructors_and_accessors(getkey: Any) -> None:
+    x = jr.normal(getkey(), (4, 3))
+    affine = Affine.make(Affine(3, 3))
+    weights = jm.make_weights(getkey(), affine.weight_params)
+    assert affine.fixed == {jm.pipeline_ports}
+    np.testing.assert_array_equal(affine.pipeline(weights, x, None), affine.fixed_pipeline(weights, x))
+    np.testing.assert_array_equal(
+        affine.get_fixed_process(jm.pipeline_ports)(weights, {"Input": x})["Output"], affine.fixed_pipeline(weights, x)
+    )
+
+    key = getkey()
+    assert not np.array_equal(NOISE.pipeline({}, x, key), x)
+    np.testing.assert_array_equal(NOISE.pipeline({}, x, key), NOISE.pipeline({}, x, key))
+
+    masked = jm.Component.from_fixed_process({}, _masked, MASKED_PORTS)
+    out = masked.get_fixed_process(jm.make_ports(("mask", "Input"), ("count", "Output")))({}, {"Input": x, "mask": x[:, 0] > 0})
+    assert float(out["count"]) == int((x[:, 0] > 0).sum())
+
+    def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+        return {"Output": _noise(weights, inputs["Input"], rng)}
+
+    random = jm.Component.from_process({}, process, jm.make_ports({"Input": Float[Array, "T d"]}, {"Output": Float[Array, "T d"]}))
+    np.testing.assert_array_equal(random.pipeline({}, x, key), NOISE.pipeline({}, x, key))
+
+
+def test_pipeline_ports_come_from_the_function_annotations() -> None:
+    (ports,) = NOISE.processes
+    assert ports == jm.pipeline_ports
+    assert ports.annotated and "T d" in str(ports.input_types["Input"])
+
+
+def test_asking_for_a_missing_or_random_process_lists_what_there_is() -> None:
+    with jm.scope("model"), jm.scope("noise"):
+        noise = jm.Component.from_pipeline({}, _noise)
+    with pytest.raises(jm.JaxMakeError) as info:
+        noise.fixed_pipeline
+    assert str(info.value) == (
+        "component `model.noise`'s process (Input) -> (Output) uses randomness, so it has no fixed form; call "
+        "`get_process(ports)` and pass an rng. It has: (Input) -> (Output) [uses rng]"
+    )
+    masked = jm.Component.from_fixed_process({}, _masked, MASKED_PORTS)
+    with pytest.raises(jm.JaxMakeError, match=r"^the component has no process \(Input\) -> \(Output\)\. It has: \(Input, mask\) -> \(Output, count\) \[fixed\]$"):
+        masked.pipeline
+
+
+def test_malformed_components_are_rejected() -> None:
+    with pytest.raises(jm.JaxMakeError, match="processes map `ProcessPorts` to functions"):
+        jm.Component({}, {"Input": _masked})  # type: ignore[dict-item]
+    with pytest.raises(jm.JaxMakeError, match="`fixed` names ports without a process"):
+        jm.Component({}, {}, frozenset({jm.pipeline_ports}))
+    with pytest.raises(jm.JaxMakeError, match=r"`dims` binds names to sizes >= 0, got 'd'=-1"):
+        jm.Component({}, {}, dims={"d": -1})
+    with pytest.raises(jm.JaxMakeError, match=r"a pipeline's ports are \(Input\) -> \(Output\), got \(x\) -> \(Output\)"):
+        jm.Component.from_pipeline({}, _noise, jm.make_ports("x", "Output"))
+
+
+def test_sequential_runs_in_order_each_on_its_weights_with_its_own_rng(getkey: Any) -> None:
+    parts = {"first": Affine.make(Affine(3, 4)), "noise": NOISE, "second": Affine.make(Affine(4, 2))}
+    spec = jm.merge_params(parts)
+    assert spec == {name: part.weight_params for name, part in parts.items()}
+    weights = jm.make_weights(getkey(), spec)
+    x, key = jr.normal(getkey(), (5, 3)), getkey()
+    run = jm.sequential(parts, ["first", "noise", "second"])
+    h = parts["first"].fixed_pipeline(weights["first"], x)
+    h = NOISE.pipeline({}, h, jr.fold_in(key, 1))
+    expected = parts["second"].fixed_pipeline(weights["second"], h)
+    np.testing.assert_allclose(jax.jit(run)(weights, x, key), expected, rtol=1e-5, atol=1e-6)
+    model = jm.Component.from_pipeline(spec, run)
+    np.testing.assert_allclose(model.pipeline(weights, x, key), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_errors() -> None:
+    with pytest.raises(jm.JaxMakeError, match=r"`sequential` has no component `third`; it has \['noise'\]"):
+        jm.sequential({"noise": NOISE}, ["noise", "third"])
+    run = jm.sequential({"noise": NOISE}, ["noise"])
+    with pytest.raises(jm.JaxMakeError, match="component `noise` uses randomness; pass an rng"):
+        run({"noise": {}}, jnp.zeros((2, 2)), None)
+
+
+def test_shared_weights_by_repeating_a_name(getkey: Any) -> None:
+    layer = {"layer": Affine.make(Affine(3, 3))}
+    weights = jm.make_weights(getkey(), jm.merge_params(layer))
+    x = jr.normal(getkey(), (2, 3))
+    twice = jm.sequential(layer, ["layer", "layer"])(weights, x, None)
+    once = layer["layer"].fixed_pipeline(weights["layer"], x)
+    np.testing.assert_allclose(twice, layer["layer"].fixed_pipeline(weights["layer"], once), rtol=1e-6)
+
+
+def test_components_record_their_scope_path() -> None:
+    assert jm.current_path() == ""
+    with jm.scope("vit"), jm.scope("encoder"):
+        inner = Affine.make(Affine(2, 2))
+        assert jm.current_path() == "vit.encoder"
+    assert inner.path == "vit.encoder" and Affine.make(Affine(2, 2)).path == ""

@@ -1,0 +1,21 @@
+"""The public names are part of the contract: tests outside this repository use them."""
+
+import jaxmake as jm
+
+PUBLIC = [
+    "ArrayGen", "CHECKS_ENV_VAR", "Component", "Config", "ConfigError", "FixedPipeline", "FixedProcess",
+    "Input", "JaxMakeError", "Output", "Pipeline", "Process", "ProcessPorts", "ShapeError", "WeightParams",
+    "WeightParamsTree", "Weights", "WeightsError", "abstract_weights", "check_weights", "current_path",
+    "fold_in_name", "get_at", "make_ports", "make_weights", "merge_params", "pipeline_ports", "scope",
+    "sequential", "set_at",
+]
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(name for name in vars(jm) if not name.startswith("_")) == sorted(PUBLIC)
+
+
+def test_error_hierarchy() -> None:
+    assert issubclass(jm.ConfigError, jm.JaxMakeError) and issubclass(jm.ConfigError, ValueError)
+    assert issubclass(jm.ShapeError, jm.JaxMakeError) and issubclass(jm.ShapeError, TypeError)
+    assert issubclass(jm.WeightsError, jm.JaxMakeError) and issubclass(jm.WeightsError, ValueError)
