@@ -1,6 +1,7 @@
 """jaxmake: configs -> make -> components (weight specs + pure processes) -> weights -> jit."""
 
 from jaxmake._checks import CHECKS_ENV_VAR as CHECKS_ENV_VAR
+from jaxmake._checks import abstract_inputs as abstract_inputs
 from jaxmake._component import Component as Component
 from jaxmake._component import FixedPipeline as FixedPipeline
 from jaxmake._component import FixedProcess as FixedProcess

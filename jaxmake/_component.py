@@ -99,10 +99,16 @@ class Component:
 
     @classmethod
     def from_process(
-        cls, weight_params: WeightParamsTree, process: Process, ports: ProcessPorts, dims: Mapping[str, int] | None = None
+        cls,
+        weight_params: WeightParamsTree,
+        process: Process,
+        ports: ProcessPorts,
+        dims: Mapping[str, int] | None = None,
+        *,
+        fixed: bool = False,
     ) -> "Component":
-        """A component with one process."""
-        return cls(weight_params, {ports: process}, dims=dims or {})
+        """A component with one process; `fixed=True` declares that it ignores its rng."""
+        return cls(weight_params, {ports: process}, frozenset({ports}) if fixed else frozenset(), dims or {})
 
     @classmethod
     def from_fixed_process(
@@ -113,7 +119,7 @@ class Component:
         dims: Mapping[str, int] | None = None,
     ) -> "Component":
         """A component with one process that uses no randomness."""
-        return cls(weight_params, {ports: _ignore_rng(fixed_process)}, frozenset({ports}), dims or {})
+        return cls.from_process(weight_params, _ignore_rng(fixed_process), ports, dims, fixed=True)
 
     @classmethod
     def from_pipeline(
@@ -122,13 +128,18 @@ class Component:
         pipeline: Pipeline,
         ports: ProcessPorts | None = None,
         dims: Mapping[str, int] | None = None,
+        *,
+        fixed: bool = False,
     ) -> "Component":
         """A component whose one process is the pipeline `(weights, x, rng) -> y`.
 
         `ports` defaults to the pipeline's own jaxtyping annotations of `x` and its return.
+        `fixed=True` declares that the pipeline ignores its rng (it is then called with
+        `None`), which is how a component whose randomness depends on its config (dropout
+        with a keep rate of 1) says so.
         """
         ports = _pipeline_ports(pipeline, ports)
-        return cls(weight_params, {ports: _as_process(pipeline)}, dims=dims or {})
+        return cls.from_process(weight_params, _as_process(pipeline), ports, dims, fixed=fixed)
 
     @classmethod
     def from_fixed_pipeline(
@@ -141,7 +152,7 @@ class Component:
         """A component whose one process is the pipeline `(weights, x) -> y` (no randomness)."""
         ports = _pipeline_ports(fixed_pipeline, ports)
         process = _as_process(lambda weights, x, rng: fixed_pipeline(weights, x))
-        return cls(weight_params, {ports: process}, frozenset({ports}), dims or {})
+        return cls.from_process(weight_params, process, ports, dims, fixed=True)
 
     def get_process(self, ports: ProcessPorts) -> Process:
         """The process with these port names.
@@ -223,22 +234,21 @@ def _pipeline_ports(fn: Callable[..., Any], ports: ProcessPorts | None) -> Proce
 def sequential(components: Mapping[str, Component], sequence: Sequence[str]) -> Pipeline:
     """A pipeline running the named components' pipelines in order.
 
-    Each runs on its own slice `weights[name]` with its own rng; a name may appear more
-    than once to share weights across steps.
+    Each runs on its own slice `weights[name]` with its own rng (`fold_in(rng, step)`);
+    a name may appear more than once to share weights across steps. Called with
+    `rng=None`, every step gets `None`: the library's components read that as evaluation
+    mode (no dropout).
 
     Raises:
-        JaxMakeError: a name is not in `components`, or one lacks a pipeline (at once);
-            the pipeline is called without an rng but a component uses randomness.
+        JaxMakeError: a name is not in `components`, or one lacks a pipeline.
     """
     for name in sequence:
         if name not in components:
             raise JaxMakeError(f"`sequential` has no component `{name}`; it has {sorted(components)}")
-    steps = [(name, components[name].pipeline, pipeline_ports in components[name].fixed) for name in sequence]
+    steps = [(name, components[name].pipeline) for name in sequence]
 
     def run(weights: Weights, x: Array, rng: Array | None) -> Array:
-        for step, (name, pipeline, is_fixed) in enumerate(steps):
-            if rng is None and not is_fixed:
-                raise JaxMakeError(f"`sequential`: component `{name}` uses randomness; pass an rng")
+        for step, (name, pipeline) in enumerate(steps):
             x = pipeline(weights[name], x, None if rng is None else jr.fold_in(rng, step))
         return x
 

@@ -53,9 +53,9 @@ class Config:
         dataclasses.dataclass(frozen=True)(cls)
 
     def __post_init__(self) -> None:
-        for name, hint in _field_hints(type(self)).items():
+        for name, hint in field_hints(type(self)).items():
             value = getattr(self, name)
-            if isinstance(value, list) and get_origin(_strip(hint)) is tuple:
+            if isinstance(value, list) and get_origin(strip_annotated(hint)) is tuple:
                 value = tuple(value)
                 object.__setattr__(self, name, value)
             rule = violation(value, hint)
@@ -77,7 +77,8 @@ class Config:
 _FIELD_HINTS: dict[type, dict[str, Any]] = {}
 
 
-def _field_hints(cls: type) -> dict[str, Any]:
+def field_hints(cls: type) -> dict[str, Any]:
+    """The type hints of a dataclass's fields, `Annotated` metadata kept."""
     if cls not in _FIELD_HINTS:
         hints = typing.get_type_hints(cls, include_extras=True)
         _FIELD_HINTS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -85,33 +86,45 @@ def _field_hints(cls: type) -> dict[str, Any]:
 
 
 def violation(value: object, hint: Any) -> str:
-    """The rule that `value` breaks under `hint` (type and constraints), or `""`."""
-    base = _strip(hint)
-    if isinstance(value, bool) and base in (int, float):
-        return f"must be {base.__name__}, got a bool"
-    if not is_bearable(value, base, conf=_BEARTYPE):
-        if get_origin(base) is Literal:
-            return f"must be one of {', '.join(map(repr, get_args(base)))}"
-        return f"must be of type {_type_name(base)}, got {type(value).__name__}"
-    for constraint in _constraints(hint):
-        rule = _broken(value, constraint)
-        if rule:
-            return rule
+    """The rule that `value` breaks under `hint` (type and constraints), or `""`.
+
+    Tuples are checked item by item here (beartype would check a random sample of the
+    items); every other type is checked by beartype.
+    """
+    base = strip_annotated(hint)
     args = get_args(base)
-    if get_origin(base) is tuple and isinstance(value, tuple):
-        items = zip(value, args[:1] * len(value)) if len(args) == 2 and args[1] is ... else zip(value, args)
-        for index, (item, item_hint) in enumerate(items):
+    if get_origin(base) is tuple:
+        variadic = len(args) == 2 and args[1] is ...
+        if not isinstance(value, tuple) or (not variadic and len(value) != len(args)):
+            return f"must be of type {_type_name(base)}, got {_value_type(value)}"
+        for index, (item, item_hint) in enumerate(zip(value, args[:1] * len(value) if variadic else args)):
             rule = violation(item, item_hint)
             if rule:
                 return f"item {index}: {rule}"
+    elif isinstance(value, bool) and base in (int, float):
+        return f"must be {base.__name__}, got a bool"
+    elif not is_bearable(value, base, conf=_BEARTYPE):
+        if get_origin(base) is Literal:
+            return f"must be one of {', '.join(map(repr, args))}"
+        return f"must be of type {_type_name(base)}, got {_value_type(value)}"
+    for constraint in constraints(hint):
+        rule = _broken(value, constraint)
+        if rule:
+            return rule
     return ""
 
 
-def _strip(hint: Any) -> Any:
+def _value_type(value: object) -> str:
+    return f"a tuple of {len(value)}" if isinstance(value, tuple) else type(value).__name__
+
+
+def strip_annotated(hint: Any) -> Any:
+    """`X` for `Annotated[X, ...]`, the hint itself otherwise."""
     return get_args(hint)[0] if get_origin(hint) is Annotated else hint
 
 
-def _constraints(hint: Any) -> Iterable[Any]:
+def constraints(hint: Any) -> Iterable[Any]:
+    """The `annotated_types` constraints of an `Annotated` hint, groups such as `Interval` expanded."""
     if get_origin(hint) is not Annotated:
         return
     for meta in get_args(hint)[1:]:

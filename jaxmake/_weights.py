@@ -6,6 +6,7 @@ the same keys, shapes and dtypes. Each array depends only on the root key and on
 path in the tree, so adding, removing or reordering siblings never changes a weight.
 """
 
+import functools
 import math
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -135,21 +136,32 @@ def make_weights(rng: Array, weight_params: WeightParamsTree) -> Weights:
     if not isinstance(rng, jax.Array):
         raise TypeError(f"`make_weights` takes a PRNG key such as `jax.random.key(0)`, got {array_str(rng)}")
     _check_spec(weight_params, ())
-    return _make_tree(rng, weight_params)
+    weights: Weights = _make_frozen(rng, _freeze(weight_params))
+    return weights
+
+
+_FrozenSpec: TypeAlias = tuple[tuple[str, "WeightParams | _FrozenSpec"], ...]
+
+
+def _freeze(tree: WeightParamsTree) -> _FrozenSpec:
+    """The spec as nested tuples: hashable, so that one compiled init serves each spec."""
+    return tuple((name, spec if isinstance(spec, WeightParams) else _freeze(spec)) for name, spec in tree.items())
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _make_frozen(rng: Array, frozen: _FrozenSpec) -> Weights:
+    """Every array of the spec, drawn in one compiled program (one compile, not one per shape)."""
+    return {
+        name: _init_array(fold_in_name(rng, name), spec)
+        if isinstance(spec, WeightParams)
+        else _make_frozen(fold_in_name(rng, name), spec)
+        for name, spec in frozen
+    }
 
 
 def fold_in_name(rng: Array, name: str) -> Array:
     """The key of the sub-tree `name` under `rng`: `rng` folded with a stable hash of `name`."""
     return jr.fold_in(rng, zlib.crc32(name.encode()))
-
-
-def _make_tree(rng: Array, tree: WeightParamsTree) -> Weights:
-    return {
-        name: _init_array(fold_in_name(rng, name), spec)
-        if isinstance(spec, WeightParams)
-        else _make_tree(fold_in_name(rng, name), spec)
-        for name, spec in tree.items()
-    }
 
 
 def _init_array(key: Array, spec: WeightParams) -> Array:

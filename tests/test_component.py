@@ -104,9 +104,26 @@ def test_sequential_runs_in_order_each_on_its_weights_with_its_own_rng(getkey: A
 def test_sequential_errors() -> None:
     with pytest.raises(jm.JaxMakeError, match=r"`sequential` has no component `third`; it has \['noise'\]"):
         jm.sequential({"noise": NOISE}, ["noise", "third"])
-    run = jm.sequential({"noise": NOISE}, ["noise"])
-    with pytest.raises(jm.JaxMakeError, match="component `noise` uses randomness; pass an rng"):
-        run({"noise": {}}, jnp.zeros((2, 2)), None)
+    seen: list[object] = []
+
+    def spy_pipeline(weights: jm.Weights, x: Array, rng: Array | None) -> Array:
+        seen.append(rng)
+        return x
+
+    spy = jm.Component.from_pipeline({}, spy_pipeline, jm.pipeline_ports)
+    jm.sequential({"spy": spy}, ["spy", "spy"])({"spy": {}}, jnp.zeros((2, 2)), None)
+    assert seen == [None, None]
+
+
+def test_fixed_flag_of_the_sugar_constructors() -> None:
+    def identity(weights: jm.Weights, x: Float[Array, "T d"], rng: Array | None) -> Float[Array, "T d"]:
+        assert rng is None  # a fixed pipeline is called without an rng, at make time too
+        return x
+
+    component = jm.Component.from_pipeline({}, identity, fixed=True)
+    assert component.fixed == {jm.pipeline_ports}
+    assert component.fixed_pipeline({}, jnp.ones(2)).tolist() == [1, 1]
+    assert jm.Component.from_pipeline({}, _noise).fixed == frozenset()
 
 
 def test_shared_weights_by_repeating_a_name(getkey: Any) -> None:

@@ -1,4 +1,4 @@
-"""Strict test settings: fake CPU devices, strict dtype promotion, warnings are errors."""
+"""Strict settings for the tests and doctests: fake CPU devices, strict dtype promotion."""
 
 import os
 
@@ -7,15 +7,18 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 from collections.abc import Callable, Iterator  # noqa: E402
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
+
+import jaxmake as jm  # noqa: E402
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 # Rank promotion stays allowed: a bias `b: [d]` added to `x @ w: [T, d]` is idiomatic.
 
 # mypy must reject these files; they are read by tests/typing/test_typing.py, never imported.
-collect_ignore_glob = ["typing/reject/*"]
+collect_ignore_glob = ["tests/typing/reject/*"]
 
 settings.register_profile(
     "ci", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
@@ -29,3 +32,9 @@ def getkey() -> Iterator[Callable[[], jax.Array]]:
     """A function returning a fresh PRNG key at each call (deterministic per test)."""
     keys = (jr.fold_in(jr.key(0), i) for i in range(1 << 30))
     yield lambda: next(keys)
+
+
+@pytest.fixture(autouse=True)
+def _doctest_names(doctest_namespace: dict[str, object]) -> None:
+    """Docstring examples may use `jax`, `jnp` and `jm` without importing them."""
+    doctest_namespace.update(jax=jax, jnp=jnp, jm=jm)

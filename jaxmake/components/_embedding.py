@@ -1,0 +1,75 @@
+"""`Embeddings`: a learned table from integer ids to vectors, and back to logits."""
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from jaxtyping import Array, Float, Int
+
+import jaxmake as jm
+from jaxmake.components._fields import InitScale, Size
+
+
+class EmbeddingsConfigs(Protocol):
+    @property
+    def dict_size(self) -> int: ...
+    @property
+    def dim_model(self) -> int: ...
+    @property
+    def dict_init_scale(self) -> float: ...
+
+
+LOGITS_PORTS = jm.make_ports({"embedding": Float[Array, "*batch dim_model"]}, {"logits": Float[Array, "*batch dict_size"]})
+"""The ports of `Embeddings`' second process: vectors -> one logit per table entry."""
+
+
+class Embeddings(jm.Config):
+    """A learned table `dict: [dict_size, dim_model]`.
+
+    Per example; batch with `jax.vmap`. Fixed processes:
+
+    * the pipeline: integer ids `[*batch] -> [*batch, dim_model]` (ids outside
+      `[0, dict_size)` are clamped, as jax indexing does);
+    * `LOGITS_PORTS`, `("embedding",) -> ("logits",)`: `[*batch, dim_model] ->
+      [*batch, dict_size]`, the dot product with every entry (a tied output layer).
+
+    Weights: `dict` (init `"embedding"`: std `dict_init_scale / sqrt(dim_model)`).
+
+    Args:
+        dict_size: the number of entries.
+        dim_model: the width of each vector.
+        dict_init_scale: scales the initial table, in (0, 100].
+
+    Example:
+        >>> embeddings = Embeddings.make(Embeddings(5, 12))
+        >>> jax.tree.map(jnp.shape, jm.make_weights(jax.random.key(0), embeddings.weight_params))
+        {'dict': (5, 12)}
+    """
+
+    dict_size: Size
+    dim_model: Size
+    dict_init_scale: InitScale = 1.0
+
+    @classmethod
+    def make(cls, config: EmbeddingsConfigs) -> jm.Component:
+        def lookup(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+            table: Array = weights["dict"]
+            return {jm.Output: table[inputs[jm.Input]]}
+
+        def logits(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+            table: Array = weights["dict"]
+            return {"logits": inputs["embedding"] @ table.T}
+
+        lookup_ports = jm.make_ports({jm.Input: Int[Array, "*batch"]}, {jm.Output: Float[Array, "*batch dim_model"]})
+        weight_params = {
+            "dict": jm.WeightParams(
+                (config.dict_size, config.dim_model), init="embedding", scale=config.dict_init_scale, axes=("vocab", "embed")
+            )
+        }
+        processes = {lookup_ports: _fixed(lookup), LOGITS_PORTS: _fixed(logits)}
+        return jm.Component(
+            weight_params, processes, frozenset(processes), dims={"dict_size": config.dict_size, "dim_model": config.dim_model}
+        )
+
+
+def _fixed(process: jm.FixedProcess) -> jm.Process:
+    return lambda weights, inputs, rng: process(weights, inputs)

@@ -1,0 +1,175 @@
+"""Dense layers: `Linear`, and the multi-layer perceptrons `Mlp` and `MlpLayerNorm`."""
+
+from collections.abc import Callable
+from itertools import pairwise
+from typing import Protocol
+
+import jax.random as jr
+from jaxtyping import Array, Float
+
+import jaxmake as jm
+from jaxmake.components._dropout import Dropout
+from jaxmake.components._fields import Activation, Eps, KeepRate, Size
+from jaxmake.components._functional import activation
+from jaxmake.components._norm import LayerNorm
+
+
+class LinearConfigs(Protocol):
+    @property
+    def n_in(self) -> int: ...
+    @property
+    def n_out(self) -> int: ...
+
+
+def _io_ports() -> jm.ProcessPorts:
+    return jm.make_ports({jm.Input: Float[Array, "*batch n_in"]}, {jm.Output: Float[Array, "*batch n_out"]})
+
+
+class Linear(jm.Config):
+    """An affine map `x @ w + b`.
+
+    Per example; batch with `jax.vmap`. Pipeline (fixed): `[*batch, n_in] -> [*batch, n_out]`.
+    Weights: `w: [n_in, n_out]` (kaiming), `b: [n_out]` (zeros).
+
+    Args:
+        n_in: input features.
+        n_out: output features.
+
+    Example:
+        >>> linear = Linear.make(Linear(16, 12))
+        >>> jax.tree.map(jnp.shape, jm.make_weights(jax.random.key(0), linear.weight_params))
+        {'b': (12,), 'w': (16, 12)}
+    """
+
+    n_in: Size
+    n_out: Size
+
+    @classmethod
+    def make(cls, config: LinearConfigs) -> jm.Component:
+        def pipeline(weights: jm.Weights, x: Array) -> Array:
+            w: Array = weights["w"]
+            b: Array = weights["b"]
+            return x @ w + b
+
+        weight_params = {
+            "w": jm.WeightParams((config.n_in, config.n_out), axes=("embed", "mlp")),
+            "b": jm.WeightParams((config.n_out,), init="zeros", axes=("mlp",)),
+        }
+        return jm.Component.from_fixed_pipeline(
+            weight_params, pipeline, _io_ports(), dims={"n_in": config.n_in, "n_out": config.n_out}
+        )
+
+
+class MlpConfigs(Protocol):
+    @property
+    def n_in(self) -> int: ...
+    @property
+    def n_hidden(self) -> tuple[int, ...]: ...
+    @property
+    def n_out(self) -> int: ...
+    @property
+    def activation(self) -> Activation: ...
+    @property
+    def dropout_keep_rate(self) -> float: ...
+
+
+class MlpLayerNormConfigs(MlpConfigs, Protocol):
+    @property
+    def eps(self) -> float: ...
+
+
+class Mlp(jm.Config):
+    """A multi-layer perceptron: `Linear` layers with an activation and dropout between them.
+
+    Per example; batch with `jax.vmap`. Pipeline: `[*batch, n_in] -> [*batch, n_out]`;
+    fixed when `dropout_keep_rate` is 1. Weights: `layer_0 .. layer_k` (`k = len(n_hidden)`),
+    each a `Linear`.
+
+    Args:
+        n_in: input features.
+        n_hidden: the widths of the hidden layers, e.g. `(24,)`; `()` is one `Linear`.
+        n_out: output features.
+        activation: applied after every layer but the last.
+        dropout_keep_rate: dropout after every activation, in (0, 1].
+
+    Example:
+        >>> mlp = Mlp.make(Mlp(12, (24,), 12))
+        >>> jax.tree.map(jnp.shape, jm.make_weights(jax.random.key(0), mlp.weight_params))
+        {'layer_0': {'b': (24,), 'w': (12, 24)}, 'layer_1': {'b': (12,), 'w': (24, 12)}}
+    """
+
+    n_in: Size
+    n_hidden: tuple[Size, ...]
+    n_out: Size
+    activation: Activation = "relu"
+    dropout_keep_rate: KeepRate = 1.0
+
+    @classmethod
+    def make(cls, config: MlpConfigs) -> jm.Component:
+        return _perceptron(config, norm_eps=None)
+
+
+class MlpLayerNorm(jm.Config):
+    """`Mlp` with a `LayerNorm` after every hidden layer, before its activation.
+
+    Per example; batch with `jax.vmap`. Pipeline: `[*batch, n_in] -> [*batch, n_out]`.
+    Weights: `layer_0 .. layer_k` (`Linear`) and `norm_0 .. norm_{k-1}` (`LayerNorm`).
+
+    Args:
+        n_in, n_hidden, n_out, activation, dropout_keep_rate: as for `Mlp`.
+        eps: the `LayerNorm` epsilon, in [1e-12, 1].
+
+    Example:
+        >>> mlp = MlpLayerNorm.make(MlpLayerNorm(4, (8,), 2))
+        >>> jax.tree.map(jnp.shape, jm.make_weights(jax.random.key(0), mlp.weight_params))
+        {'layer_0': {'b': (8,), 'w': (4, 8)}, 'layer_1': {'b': (2,), 'w': (8, 2)}, 'norm_0': {'a': (8,), 'b': (8,)}}
+    """
+
+    n_in: Size
+    n_hidden: tuple[Size, ...]
+    n_out: Size
+    activation: Activation = "relu"
+    dropout_keep_rate: KeepRate = 1.0
+    eps: Eps = 1e-5
+
+    @classmethod
+    def make(cls, config: MlpLayerNormConfigs) -> jm.Component:
+        return _perceptron(config, norm_eps=config.eps)
+
+
+def _perceptron(config: MlpConfigs, norm_eps: float | None) -> jm.Component:
+    """The layers of an `Mlp`, with a `LayerNorm` after each hidden one when `norm_eps` is set."""
+    children: dict[str, jm.Component] = {}
+    layers: list[tuple[str, str | None]] = []
+    for i, (n_in, n_out) in enumerate(pairwise((config.n_in, *config.n_hidden, config.n_out))):
+        with jm.scope(f"layer_{i}"):
+            children[f"layer_{i}"] = Linear.make(Linear(n_in, n_out))
+        norm = None
+        if norm_eps is not None and i < len(config.n_hidden):
+            norm = f"norm_{i}"
+            with jm.scope(norm):
+                children[norm] = LayerNorm.make(LayerNorm(n_out, norm_eps))
+        layers.append((f"layer_{i}", norm))
+    act = activation(config.activation)
+    dropout = Dropout.make(config).pipeline
+    applied: list[tuple[str, Callable[[jm.Weights, Array], Array], Callable[[jm.Weights, Array], Array] | None]] = [
+        (name, children[name].fixed_pipeline, None if norm is None else children[norm].fixed_pipeline)
+        for name, norm in layers
+    ]
+
+    def pipeline(weights: jm.Weights, x: Array, rng: Array | None) -> Array:
+        for i, (name, linear, norm) in enumerate(applied):
+            x = linear(weights[name], x)
+            if i < len(applied) - 1:
+                if norm is not None:
+                    x = norm(weights[f"norm_{i}"], x)
+                x = dropout({}, act(x), None if rng is None else jr.fold_in(rng, i))
+        return x
+
+    return jm.Component.from_pipeline(
+        jm.merge_params(children),
+        pipeline,
+        _io_ports(),
+        dims={"n_in": config.n_in, "n_out": config.n_out},
+        fixed=config.dropout_keep_rate == 1.0,
+    )

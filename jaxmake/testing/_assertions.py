@@ -1,0 +1,101 @@
+"""Assertions that a component meets its contracts on real numbers."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax import Array
+
+import jaxmake as jm
+
+
+def random_inputs(ports: jm.ProcessPorts, dims: Mapping[str, int], key: Array, *, attempt: int = 0, int_high: int = 2) -> dict[str, Array]:
+    """Random inputs matching the input annotations, with the sizes `jm.abstract_inputs` picks.
+
+    Floats are standard normal, ints uniform in `[0, int_high)`, bools fair coins.
+    """
+    values = {}
+    for name, abstract in jm.abstract_inputs(ports, dims, attempt).items():
+        sub = jm.fold_in_name(key, name)
+        if jnp.issubdtype(abstract.dtype, jnp.floating):
+            values[name] = jr.normal(sub, abstract.shape, abstract.dtype)
+        elif jnp.issubdtype(abstract.dtype, jnp.integer):
+            values[name] = jr.randint(sub, abstract.shape, 0, int_high, abstract.dtype)
+        else:
+            values[name] = jr.bernoulli(sub, 0.5, abstract.shape)
+    return values
+
+
+def assert_contracts(component: jm.Component, key: Array, *, int_high: int = 2, batch: int = 2) -> jm.Weights:
+    """Check every annotated process of `component` on real inputs, and return its weights.
+
+    For each process whose inputs are annotated, at two sizes of every free dim: the
+    outputs match their annotations (`component.checked`, jitted) and are finite; and at
+    one size: the same rng gives the same result, and `jax.vmap` over a batch equals a
+    loop over its examples. The weights match their spec. (Numerics against a reference,
+    eager or not, are each component's own test.)
+
+    Raises:
+        AssertionError or ShapeError: naming the process that failed.
+    """
+    weights = jm.make_weights(key, component.weight_params)
+    jm.check_weights(component.weight_params, weights)
+    for ports in component.processes:
+        if not ports.input_types or any(h is None for h in ports.input_types.values()):
+            continue
+        checked = jax.jit(component.checked(ports))
+        rng = None if ports in component.fixed else jr.fold_in(key, 1)
+        for attempt in (0, 1):
+            inputs = random_inputs(ports, component.dims, jr.fold_in(key, 2 + attempt), attempt=attempt, int_high=int_high)
+            outputs = checked(weights, inputs, rng)
+            for name, value in outputs.items():
+                assert bool(jnp.isfinite(value).all()), f"{ports}: output {name!r} is not finite"
+        _assert_close(outputs, checked(weights, inputs, rng), f"a second call of {ports} with the same rng")
+        _assert_vmap_is_a_loop(component, ports, weights, key, rng is not None, int_high, batch)
+    return weights
+
+
+def _assert_vmap_is_a_loop(
+    component: jm.Component, ports: jm.ProcessPorts, weights: jm.Weights, key: Array, random: bool, int_high: int, batch: int
+) -> None:
+    process = jax.jit(component.get_process(ports))
+    examples = [random_inputs(ports, component.dims, jr.fold_in(key, 10 + i), int_high=int_high) for i in range(batch)]
+    rngs = jr.split(jr.fold_in(key, 99), batch) if random else None
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *examples)
+    batched = jax.jit(jax.vmap(process, in_axes=(None, 0, 0 if random else None)))(weights, stacked, rngs)
+    for i, example in enumerate(examples):
+        one = process(weights, example, None if rngs is None else rngs[i])
+        _assert_close(one, jax.tree.map(lambda x: x[i], batched), f"vmap of {ports}, example {i}")
+
+
+def _assert_close(expected: Mapping[str, Any], actual: Mapping[str, Any], what: str) -> None:
+    assert set(expected) == set(actual), f"{what}: ports {sorted(actual)} instead of {sorted(expected)}"
+    for name in expected:
+        np.testing.assert_allclose(
+            np.asarray(actual[name], np.float64), np.asarray(expected[name], np.float64), rtol=2e-5, atol=2e-5, err_msg=f"{what}, port {name!r}"
+        )
+
+
+def assert_gradients(
+    loss: Any, weights: jm.Weights, *, allow_zero: Sequence[str] = ()
+) -> jm.Weights:
+    """Check that `jax.grad(loss)(weights)` is finite everywhere and non-zero on every array.
+
+    Args:
+        loss: a function `weights -> scalar`.
+        weights: where to take the gradient.
+        allow_zero: dotted paths of weights the loss may not depend on.
+
+    Returns:
+        The gradients.
+    """
+    grads: jm.Weights = jax.grad(loss)(weights)
+    for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+        dotted = ".".join(str(getattr(k, "key", k)) for k in path)
+        assert bool(jnp.isfinite(grad).all()), f"the gradient of `{dotted}` is not finite"
+        if dotted not in allow_zero:
+            assert bool(jnp.any(grad != 0)), f"the gradient of `{dotted}` is zero: the loss does not depend on it"
+    return grads
