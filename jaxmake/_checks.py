@@ -65,8 +65,8 @@ def annotation_str(hint: Any) -> str:
 class _Site:
     """Where a check runs (component path and ports) and what it has learnt so far."""
 
-    def __init__(self, path: str, ports: ProcessPorts, dims: Mapping[str, int]) -> None:
-        self.path, self.ports, self.dims = path, ports, dims
+    def __init__(self, path: str, ports: ProcessPorts, dims: Mapping[str, int], limits: Mapping[str, int]) -> None:
+        self.path, self.ports, self.dims, self.limits = path, ports, dims, limits
         self.origins = {name: "component dims" for name in dims}
 
     def check(self, side: str, name: str, hint: Any, value: Any) -> None:
@@ -76,7 +76,10 @@ class _Site:
             memo, variadic = get_shape_memo()[:2]
             for dim in (*memo, *variadic):
                 self.origins.setdefault(dim, f"{side} '{name}'")
-            return
+            over = [f"dimension {d} is {memo[d]}, above its limit of {self.limits[d]}" for d in self.limits if memo.get(d, 0) > self.limits[d]]
+            if not over:
+                return
+            raise ShapeError(self._message(side, name, hint, value, "; ".join(over)))
         if is_array_annotation(hint):
             reason = hint.__instancecheck_str__(value)
         else:
@@ -119,11 +122,13 @@ class _Site:
         return "\n".join(lines)
 
 
-def checked_process(process: ProcessFn, ports: ProcessPorts, *, path: str, dims: Mapping[str, int]) -> ProcessFn:
+def checked_process(
+    process: ProcessFn, ports: ProcessPorts, *, path: str, dims: Mapping[str, int], limits: Mapping[str, int] | None = None
+) -> ProcessFn:
     """Wrap `process` so that every call checks its ports against their annotations.
 
-    Dims in `dims` are bound before the first port is checked. Under `jax.jit` the
-    checks run at trace time only.
+    Dims in `dims` are bound before the first port is checked; a free dim named in
+    `limits` may not exceed its limit. Under `jax.jit` the checks run at trace time only.
 
     Raises:
         ShapeError: a port is missing, unexpected, or does not match its annotation.
@@ -131,7 +136,7 @@ def checked_process(process: ProcessFn, ports: ProcessPorts, *, path: str, dims:
 
     @functools.wraps(process)
     def checked(weights: Weights, inputs: Mapping[str, Any], rng: Any) -> Mapping[str, Any]:
-        site = _Site(path, ports, dims)
+        site = _Site(path, ports, dims, limits or {})
         with _bound_dims(dims):
             site.check_names("input", ports.inputs, inputs)
             for name, hint in ports.input_types.items():
@@ -165,6 +170,7 @@ def check_contract(
     path: str,
     dims: Mapping[str, int],
     uses_rng: bool,
+    limits: Mapping[str, int] | None = None,
 ) -> bool:
     """Check a process's declared contract on abstract values, for two sizes of each free dim.
 
@@ -179,11 +185,11 @@ def check_contract(
     hints = ports.input_types
     if not contracts_enabled() or not hints or not all(map(_can_build, hints.values())):
         return False
-    wrapped = checked_process(process, ports, path=path, dims=dims)
+    wrapped = checked_process(process, ports, path=path, dims=dims, limits=limits)
     weights = abstract_weights(weight_params)
     rng = jax.ShapeDtypeStruct((), _key_dtype()) if uses_rng else None
     for attempt in range(2):
-        inputs = abstract_inputs(ports, dims, attempt)
+        inputs = abstract_inputs(ports, dims, attempt, limits)
         try:
             jax.eval_shape(wrapped, weights, inputs, rng)
         except JaxMakeError:
@@ -199,24 +205,34 @@ def check_contract(
     return True
 
 
-def abstract_inputs(ports: ProcessPorts, dims: Mapping[str, int], attempt: int) -> dict[str, jax.ShapeDtypeStruct]:
+def abstract_inputs(
+    ports: ProcessPorts, dims: Mapping[str, int], attempt: int, limits: Mapping[str, int] | None = None
+) -> dict[str, jax.ShapeDtypeStruct]:
     """`ShapeDtypeStruct` inputs matching the input annotations.
 
     Bound dims take their size from `dims`. Free dims take distinct sizes of at least 2
     that differ from every bound size (so that a swapped dimension cannot pass by
     accident); attempt 0 and attempt 1 give every free dim a different size, and give a
-    variadic dim (`*batch`) zero and two axes.
+    variadic dim (`*batch`) zero and two axes. A free dim with a limit takes its limit in
+    attempt 0 and a smaller size in attempt 1, where there is one.
     """
+    limits = limits or {}
     hints = [h for h in ports.input_types.values() if is_array_annotation(h)]
     free = list(dict.fromkeys(n for h in hints for n in _dim_names(h, variadic=False) if n not in dims))
     variadic = list(dict.fromkeys(n for h in hints for n in _variadic_names(h)))
     taken = set(dims.values())
+    sizes = dict(dims)
+    for name in (n for n in free if n in limits):
+        pool = [s for s in range(limits[name], 0, -1) if s not in taken] or [limits[name]]
+        sizes[name] = pool[min(attempt, len(pool) - 1)]
+        taken.add(sizes[name])
+    unlimited = [n for n in free if n not in limits]
     candidates = (n for n in range(2, 1 << 16) if n not in taken)
-    firsts = [next(candidates) for _ in range(len(free) + 2 * len(variadic))]
+    firsts = [next(candidates) for _ in range(len(unlimited) + 2 * len(variadic))]
     seconds = [next(candidates) for _ in firsts]
     sizes_now = seconds if attempt else firsts
-    sizes = {**dims, **dict(zip(free, sizes_now))}
-    rest = iter(sizes_now[len(free) :])
+    sizes.update(zip(unlimited, sizes_now))
+    rest = iter(sizes_now[len(unlimited) :])
     batch = {n: (next(rest), next(rest)) if attempt else () for n in variadic}
     return {name: jax.ShapeDtypeStruct(_shape(h, sizes, batch), _build_dtype(h)) for name, h in ports.input_types.items()}
 

@@ -67,6 +67,8 @@ class Component:
         processes: each process keyed by its ports.
         fixed: the ports of the processes that use no randomness (their rng is `None`).
         dims: sizes of named dimensions bound by the config, e.g. `{"dim_model": 12}`.
+        limits: the largest size each named free dimension may take, e.g. `{"T": n_ctx}`;
+            make-time checks stay within them and checked calls enforce them.
         path: where it sits in the model; defaults to the enclosing `scope` blocks.
 
     Raises:
@@ -79,6 +81,7 @@ class Component:
     processes: Mapping[ProcessPorts, Process]
     fixed: frozenset[ProcessPorts] = frozenset()
     dims: Mapping[str, int] = field(default_factory=dict)
+    limits: Mapping[str, int] = field(default_factory=dict)
     path: str = field(default_factory=current_path)
 
     def __post_init__(self) -> None:
@@ -87,14 +90,24 @@ class Component:
                 raise JaxMakeError(f"{self._name()}: processes map `ProcessPorts` to functions, got {ports!r}: {process!r}")
         if not self.fixed <= set(self.processes):
             raise JaxMakeError(f"{self._name()}: `fixed` names ports without a process: {sorted(map(str, self.fixed - set(self.processes)))}")
-        for name, size in self.dims.items():
-            if not isinstance(name, str) or isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise JaxMakeError(f"{self._name()}: `dims` binds names to sizes >= 0, got {name!r}={size!r}")
+        for field_name, sizes, least in (("dims", self.dims, 0), ("limits", self.limits, 1)):
+            for name, size in sizes.items():
+                if not isinstance(name, str) or isinstance(size, bool) or not isinstance(size, int) or size < least:
+                    raise JaxMakeError(f"{self._name()}: `{field_name}` maps names to sizes >= {least}, got {name!r}={size!r}")
+        if set(self.dims) & set(self.limits):
+            raise JaxMakeError(f"{self._name()}: {sorted(set(self.dims) & set(self.limits))} are both bound and limited")
         object.__setattr__(self, "processes", MappingProxyType(dict(self.processes)))
         object.__setattr__(self, "dims", MappingProxyType(dict(self.dims)))
+        object.__setattr__(self, "limits", MappingProxyType(dict(self.limits)))
         for ports, process in self.processes.items():
             check_contract(
-                process, ports, self.weight_params, path=self.path, dims=self.dims, uses_rng=ports not in self.fixed
+                process,
+                ports,
+                self.weight_params,
+                path=self.path,
+                dims=self.dims,
+                uses_rng=ports not in self.fixed,
+                limits=self.limits,
             )
 
     @classmethod
@@ -106,9 +119,10 @@ class Component:
         dims: Mapping[str, int] | None = None,
         *,
         fixed: bool = False,
+        limits: Mapping[str, int] | None = None,
     ) -> "Component":
         """A component with one process; `fixed=True` declares that it ignores its rng."""
-        return cls(weight_params, {ports: process}, frozenset({ports}) if fixed else frozenset(), dims or {})
+        return cls(weight_params, {ports: process}, frozenset({ports}) if fixed else frozenset(), dims or {}, limits or {})
 
     @classmethod
     def from_fixed_process(
@@ -117,9 +131,11 @@ class Component:
         fixed_process: FixedProcess,
         ports: ProcessPorts,
         dims: Mapping[str, int] | None = None,
+        *,
+        limits: Mapping[str, int] | None = None,
     ) -> "Component":
         """A component with one process that uses no randomness."""
-        return cls.from_process(weight_params, _ignore_rng(fixed_process), ports, dims, fixed=True)
+        return cls.from_process(weight_params, _ignore_rng(fixed_process), ports, dims, fixed=True, limits=limits)
 
     @classmethod
     def from_pipeline(
@@ -130,6 +146,7 @@ class Component:
         dims: Mapping[str, int] | None = None,
         *,
         fixed: bool = False,
+        limits: Mapping[str, int] | None = None,
     ) -> "Component":
         """A component whose one process is the pipeline `(weights, x, rng) -> y`.
 
@@ -139,7 +156,7 @@ class Component:
         with a keep rate of 1) says so.
         """
         ports = _pipeline_ports(pipeline, ports)
-        return cls.from_process(weight_params, _as_process(pipeline), ports, dims, fixed=fixed)
+        return cls.from_process(weight_params, _as_process(pipeline), ports, dims, fixed=fixed, limits=limits)
 
     @classmethod
     def from_fixed_pipeline(
@@ -148,11 +165,13 @@ class Component:
         fixed_pipeline: FixedPipeline,
         ports: ProcessPorts | None = None,
         dims: Mapping[str, int] | None = None,
+        *,
+        limits: Mapping[str, int] | None = None,
     ) -> "Component":
         """A component whose one process is the pipeline `(weights, x) -> y` (no randomness)."""
         ports = _pipeline_ports(fixed_pipeline, ports)
         process = _as_process(lambda weights, x, rng: fixed_pipeline(weights, x))
-        return cls.from_process(weight_params, process, ports, dims, fixed=True)
+        return cls.from_process(weight_params, process, ports, dims, fixed=True, limits=limits)
 
     def get_process(self, ports: ProcessPorts) -> Process:
         """The process with these port names.
@@ -198,7 +217,9 @@ class Component:
         Raises:
             ShapeError: (when called) a port does not match its annotation.
         """
-        return checked_process(self.get_process(ports), self._annotated(ports), path=self.path, dims=self.dims)
+        return checked_process(
+            self.get_process(ports), self._annotated(ports), path=self.path, dims=self.dims, limits=self.limits
+        )
 
     def _annotated(self, ports: ProcessPorts) -> ProcessPorts:
         """The stored ports (which carry the annotations) equal to `ports`."""

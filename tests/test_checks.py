@@ -205,3 +205,27 @@ def test_one_output_dim_off_always_raises(n_in: int, n_out: int, axis: int, delt
 
     with pytest.raises(jm.ShapeError, match=r"output port 'Output'|the process failed"):
         jm.Component.from_fixed_pipeline({"w": jm.WeightParams((n_in, n_out))}, pipeline, dims={"n_in": n_in, "n_out": n_out})
+
+
+def _first_rows(weights: jm.Weights, x: Float[Array, "T d"]) -> Float[Array, "T d"]:
+    table: Array = weights["table"]
+    return x + table[: x.shape[0]]
+
+
+def test_limits_keep_make_time_sizes_in_range_and_are_enforced_on_calls() -> None:
+    spec = {"table": jm.WeightParams((2, 5))}
+    with pytest.raises(jm.ShapeError):  # without a limit, T = 3 > 2 rows breaks the contract
+        jm.Component.from_fixed_pipeline(spec, _first_rows, dims={"d": 5})
+    component = jm.Component.from_fixed_pipeline(spec, _first_rows, dims={"d": 5}, limits={"T": 2})
+    (ports,) = component.processes
+    assert jm.abstract_inputs(ports, {"d": 5}, 0, {"T": 2})["Input"].shape == (2, 5)  # the limit itself
+    assert jm.abstract_inputs(ports, {"d": 5}, 1, {"T": 2})["Input"].shape == (1, 5)  # then a smaller size
+    weights = jm.make_weights(jax.random.key(0), spec)
+    with pytest.raises(jm.ShapeError) as info:
+        component.checked()(weights, {"Input": jnp.zeros((6, 5))}, None)
+    assert _lines(info)[3:] == [
+        "  reason:   dimension T is 6, above its limit of 2",
+        "  bound:    d=5 (component dims), T=6 (input 'Input')",
+    ]
+    with pytest.raises(jm.JaxMakeError, match=r"\['d'\] are both bound and limited"):
+        jm.Component({}, {}, dims={"d": 3}, limits={"d": 4})

@@ -80,7 +80,7 @@ def test_malformed_components_are_rejected() -> None:
         jm.Component({}, {"Input": _masked})  # type: ignore[dict-item]
     with pytest.raises(jm.JaxMakeError, match="`fixed` names ports without a process"):
         jm.Component({}, {}, frozenset({jm.pipeline_ports}))
-    with pytest.raises(jm.JaxMakeError, match=r"`dims` binds names to sizes >= 0, got 'd'=-1"):
+    with pytest.raises(jm.JaxMakeError, match=r"`dims` maps names to sizes >= 0, got 'd'=-1"):
         jm.Component({}, {}, dims={"d": -1})
     with pytest.raises(jm.JaxMakeError, match=r"a pipeline's ports are \(Input\) -> \(Output\), got \(x\) -> \(Output\)"):
         jm.Component.from_pipeline({}, _noise, jm.make_ports("x", "Output"))

@@ -12,13 +12,21 @@ from jax import Array
 import jaxmake as jm
 
 
-def random_inputs(ports: jm.ProcessPorts, dims: Mapping[str, int], key: Array, *, attempt: int = 0, int_high: int = 2) -> dict[str, Array]:
+def random_inputs(
+    ports: jm.ProcessPorts,
+    dims: Mapping[str, int],
+    key: Array,
+    *,
+    attempt: int = 0,
+    int_high: int = 2,
+    limits: Mapping[str, int] | None = None,
+) -> dict[str, Array]:
     """Random inputs matching the input annotations, with the sizes `jm.abstract_inputs` picks.
 
     Floats are standard normal, ints uniform in `[0, int_high)`, bools fair coins.
     """
     values = {}
-    for name, abstract in jm.abstract_inputs(ports, dims, attempt).items():
+    for name, abstract in jm.abstract_inputs(ports, dims, attempt, limits).items():
         sub = jm.fold_in_name(key, name)
         if jnp.issubdtype(abstract.dtype, jnp.floating):
             values[name] = jr.normal(sub, abstract.shape, abstract.dtype)
@@ -49,7 +57,9 @@ def assert_contracts(component: jm.Component, key: Array, *, int_high: int = 2, 
         checked = jax.jit(component.checked(ports))
         rng = None if ports in component.fixed else jr.fold_in(key, 1)
         for attempt in (0, 1):
-            inputs = random_inputs(ports, component.dims, jr.fold_in(key, 2 + attempt), attempt=attempt, int_high=int_high)
+            inputs = random_inputs(
+                ports, component.dims, jr.fold_in(key, 2 + attempt), attempt=attempt, int_high=int_high, limits=component.limits
+            )
             outputs = checked(weights, inputs, rng)
             for name, value in outputs.items():
                 assert bool(jnp.isfinite(value).all()), f"{ports}: output {name!r} is not finite"
@@ -62,7 +72,7 @@ def _assert_vmap_is_a_loop(
     component: jm.Component, ports: jm.ProcessPorts, weights: jm.Weights, key: Array, random: bool, int_high: int, batch: int
 ) -> None:
     process = jax.jit(component.get_process(ports))
-    examples = [random_inputs(ports, component.dims, jr.fold_in(key, 10 + i), int_high=int_high) for i in range(batch)]
+    examples = [random_inputs(ports, component.dims, jr.fold_in(key, 10 + i), int_high=int_high, limits=component.limits) for i in range(batch)]
     rngs = jr.split(jr.fold_in(key, 99), batch) if random else None
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *examples)
     batched = jax.jit(jax.vmap(process, in_axes=(None, 0, 0 if random else None)))(weights, stacked, rngs)
