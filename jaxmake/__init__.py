@@ -31,5 +31,6 @@ from jaxmake._weights import fold_in_name as fold_in_name
 from jaxmake._weights import get_at as get_at
 from jaxmake._weights import make_weights as make_weights
 from jaxmake._weights import set_at as set_at
+from jaxmake._weights import stack_params as stack_params
 
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@ the same keys, shapes and dtypes. Each array depends only on the root key and on
 path in the tree, so adding, removing or reordering siblings never changes a weight.
 """
 
+import dataclasses
 import functools
 import math
 import zlib
@@ -56,13 +57,15 @@ class WeightParams:
         dtype: the array's dtype; random normal inits need a floating dtype.
         axes: optional logical axis names, one per dim (`None` for a dim that is never
             sharded), e.g. `("embed", "mlp")`; used to shard the weight on a mesh.
+        stack: how many leading dims index independent copies (the layers of a scanned
+            encoder, see `stack_params`); `fan_in` and `fan_out` ignore them.
 
     Raises:
         ConfigError: a field is out of range or inconsistent with another.
 
     Example:
         >>> WeightParams((3, 4), axes=["embed", "mlp"])
-        WeightParams(shape=(3, 4), init='kaiming', scale=1.0, dtype=dtype('float32'), axes=('embed', 'mlp'))
+        WeightParams(shape=(3, 4), init='kaiming', scale=1.0, dtype=dtype('float32'), axes=('embed', 'mlp'), stack=0)
     """
 
     shape: tuple[int, ...]
@@ -70,6 +73,7 @@ class WeightParams:
     scale: float = 1.0
     dtype: DTypeLike = jnp.float32
     axes: tuple[str | None, ...] | None = None
+    stack: int = 0
 
     def __post_init__(self) -> None:
         shape = tuple(self.shape) if isinstance(self.shape, Sequence) else self.shape
@@ -102,6 +106,8 @@ class WeightParams:
             if len(axes) != len(self.shape):
                 raise _error("axes", self.axes, f"must name each of the {len(self.shape)} dims of shape={self.shape}")
             object.__setattr__(self, "axes", axes)
+        if not _is_int(self.stack) or not 0 <= self.stack <= len(self.shape):
+            raise _error("stack", self.stack, f"must be an int in [0, {len(self.shape)}] (the number of dims)")
 
 
 WeightParamsTree: TypeAlias = Mapping[str, "WeightParams | WeightParamsTree"]
@@ -166,8 +172,9 @@ def fold_in_name(rng: Array, name: str) -> Array:
 
 def _init_array(key: Array, spec: WeightParams) -> Array:
     shape, dtype, scale = spec.shape, spec.dtype, spec.scale
-    fan_in = math.prod(shape[:-1]) if len(shape) > 1 else math.prod(shape)
-    fan_out = shape[-1] if shape else 1
+    own = shape[spec.stack :]
+    fan_in = math.prod(own[:-1]) if len(own) > 1 else math.prod(own)
+    fan_out = own[-1] if own else 1
     match spec.init:
         case "kaiming":
             return jr.normal(key, shape, dtype) * (scale * math.sqrt(2 / max(fan_in, 1)))
@@ -188,6 +195,29 @@ def _init_array(key: Array, spec: WeightParams) -> Array:
             return jnp.full(shape, scale, dtype)
         case _:
             return jnp.full(shape, spec.init * scale, dtype)
+
+
+def stack_params(weight_params: WeightParamsTree, n: int, axis: str | None = "layers") -> dict[str, Any]:
+    """The spec of `n` independent copies of a tree, stacked on a new leading axis.
+
+    Each `WeightParams` gets the leading dim `n` (named `axis` where it names its axes)
+    and one more `stack` dim, so that its initial scale is that of one copy. This is the
+    layout `jax.lax.scan` runs over.
+
+    Example:
+        >>> stack_params({"w": WeightParams((3, 4), axes=("embed", "mlp"))}, 6)["w"]
+        WeightParams(shape=(6, 3, 4), init='kaiming', scale=1.0, dtype=dtype('float32'), axes=('layers', 'embed', 'mlp'), stack=1)
+    """
+    _check_spec(weight_params, ())
+    return _map_spec(
+        weight_params,
+        lambda spec: dataclasses.replace(
+            spec,
+            shape=(n, *spec.shape),
+            axes=None if spec.axes is None else (axis, *spec.axes),
+            stack=spec.stack + 1,
+        ),
+    )
 
 
 def abstract_weights(weight_params: WeightParamsTree) -> dict[str, Any]:

@@ -266,3 +266,15 @@ def test_check_weights_rejects_every_single_point_corruption(spec: jm.WeightPara
             bad = jm.set_at(weights, path, {} if hasattr(value, "shape") else jnp.zeros(()))
     with pytest.raises(jm.WeightsError):
         jm.check_weights(spec, bad)
+
+
+def test_stacked_params_initialise_each_copy_at_the_scale_of_one() -> None:
+    single = jm.WeightParams((256, 512), axes=("embed", "mlp"))
+    stacked = jm.stack_params({"w": single, "b": jm.WeightParams((512,), init=0)}, 4)
+    assert stacked["w"].shape == (4, 256, 512) and stacked["w"].axes == ("layers", "embed", "mlp") and stacked["w"].stack == 1
+    assert stacked["b"].axes is None
+    array = np.asarray(jm.make_weights(jr.key(0), stacked)["w"])
+    assert array.std() == pytest.approx(math.sqrt(2 / 256), rel=0.02)
+    assert not np.array_equal(array[0], array[1])
+    with pytest.raises(jm.ConfigError, match=r"`WeightParams.stack`=3 must be an int in \[0, 2\]"):
+        jm.WeightParams((2, 2), stack=3)
