@@ -2,6 +2,7 @@
 
 from jaxmake._checks import CHECKS_ENV_VAR as CHECKS_ENV_VAR
 from jaxmake._checks import abstract_inputs as abstract_inputs
+from jaxmake._checks import recorded_contracts as recorded_contracts
 from jaxmake._component import Component as Component
 from jaxmake._component import FixedPipeline as FixedPipeline
 from jaxmake._component import FixedProcess as FixedProcess

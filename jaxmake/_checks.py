@@ -16,6 +16,7 @@ import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import jax
@@ -41,12 +42,33 @@ from jaxmake._weights import WeightParamsTree, Weights, abstract_weights
 ProcessFn = Callable[[Weights, Mapping[str, Any], Any], Mapping[str, Any]]
 
 CHECKS_ENV_VAR = "JAXMAKE_CHECK_CONTRACTS"
+_RECORDS: ContextVar[list[str] | None] = ContextVar("jaxmake_contract_records", default=None)
 _BUILD_DTYPES = ("float32", "int32", "bool", "uint32", "int64", "float64", "float16", "bfloat16", "uint8", "int8")
 
 
 def contracts_enabled() -> bool:
     """False when `JAXMAKE_CHECK_CONTRACTS` is `0`, `false`, `no` or `off`."""
     return os.environ.get(CHECKS_ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@contextmanager
+def recorded_contracts() -> Iterator[list[str]]:
+    """Record the make-time contract checks run inside the block, as `"path: ports"` lines.
+
+    Example:
+        >>> from jaxmake.components import Mlp
+        >>> with recorded_contracts() as checked:
+        ...     with jm.scope("mlp"):
+        ...         _ = Mlp.make(Mlp(2, (3,), 2))
+        >>> checked
+        ['mlp.layer_0: (Input) -> (Output)', 'mlp.layer_1: (Input) -> (Output)', 'mlp.dropout: (Input) -> (Output)', 'mlp: (Input) -> (Output)']
+    """
+    records: list[str] = []
+    token = _RECORDS.set(records)
+    try:
+        yield records
+    finally:
+        _RECORDS.reset(token)
 
 
 def is_array_annotation(hint: object) -> bool:
@@ -202,6 +224,9 @@ def check_contract(
                 f"  bound:    {', '.join(f'{d}={s}' for d, s in dims.items()) or 'nothing'}\n"
                 f"  error:    {type(error).__name__}: {error}"
             ) from error
+    records = _RECORDS.get()
+    if records is not None:
+        records.append(f"{path or '(top level)'}: {ports}")
     return True
 
 

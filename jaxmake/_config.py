@@ -28,7 +28,7 @@ Example:
 import dataclasses
 import typing
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, dataclass_transform, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, dataclass_transform, get_args, get_origin
 
 import annotated_types as at
 from beartype import BeartypeConf
@@ -47,6 +47,9 @@ class Config:
         ConfigError: a field has the wrong type, breaks a declared constraint, or breaks
             a rule of `validate`.
     """
+
+    # Declared for type checkers: every subclass is a dataclass (`dataclasses.fields` works).
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

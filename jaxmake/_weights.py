@@ -142,26 +142,15 @@ def make_weights(rng: Array, weight_params: WeightParamsTree) -> Weights:
     if not isinstance(rng, jax.Array):
         raise TypeError(f"`make_weights` takes a PRNG key such as `jax.random.key(0)`, got {array_str(rng)}")
     _check_spec(weight_params, ())
-    weights: Weights = _make_frozen(rng, _freeze(weight_params))
-    return weights
+    return _make_tree(rng, weight_params)
 
 
-_FrozenSpec: TypeAlias = tuple[tuple[str, "WeightParams | _FrozenSpec"], ...]
-
-
-def _freeze(tree: WeightParamsTree) -> _FrozenSpec:
-    """The spec as nested tuples: hashable, so that one compiled init serves each spec."""
-    return tuple((name, spec if isinstance(spec, WeightParams) else _freeze(spec)) for name, spec in tree.items())
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _make_frozen(rng: Array, frozen: _FrozenSpec) -> Weights:
-    """Every array of the spec, drawn in one compiled program (one compile, not one per shape)."""
+def _make_tree(rng: Array, tree: WeightParamsTree) -> Weights:
     return {
         name: _init_array(fold_in_name(rng, name), spec)
         if isinstance(spec, WeightParams)
-        else _make_frozen(fold_in_name(rng, name), spec)
-        for name, spec in frozen
+        else _make_tree(fold_in_name(rng, name), spec)
+        for name, spec in tree.items()
     }
 
 
@@ -170,7 +159,9 @@ def fold_in_name(rng: Array, name: str) -> Array:
     return jr.fold_in(rng, zlib.crc32(name.encode()))
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def _init_array(key: Array, spec: WeightParams) -> Array:
+    """One array, by a program compiled once per distinct spec (and reused across trees)."""
     shape, dtype, scale = spec.shape, spec.dtype, spec.scale
     own = shape[spec.stack :]
     fan_in = math.prod(own[:-1]) if len(own) > 1 else math.prod(own)

@@ -8,7 +8,7 @@ PUBLIC = [
     "ArrayGen", "CHECKS_ENV_VAR", "abstract_inputs", "Component", "Config", "ConfigError", "FixedPipeline", "FixedProcess",
     "Input", "JaxMakeError", "Output", "Pipeline", "Process", "ProcessPorts", "ShapeError", "WeightParams",
     "WeightParamsTree", "Weights", "WeightsError", "abstract_weights", "check_weights", "current_path",
-    "fold_in_name", "get_at", "make_ports", "make_weights", "merge_params", "pipeline_ports", "scope",
+    "fold_in_name", "get_at", "make_ports", "make_weights", "merge_params", "pipeline_ports", "recorded_contracts", "scope",
     "sequential", "set_at", "stack_params",
 ]
 

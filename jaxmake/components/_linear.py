@@ -9,7 +9,7 @@ from jaxtyping import Array, Float
 
 import jaxmake as jm
 from jaxmake.components._dropout import Dropout
-from jaxmake.components._fields import Activation, Eps, KeepRate, Size
+from jaxmake.components._fields import Activation, Eps, InitScale, KeepRate, Size
 from jaxmake.components._functional import activation
 from jaxmake.components._norm import LayerNorm
 
@@ -19,6 +19,8 @@ class LinearConfigs(Protocol):
     def n_in(self) -> int: ...
     @property
     def n_out(self) -> int: ...
+    @property
+    def init_scale(self) -> float: ...
 
 
 def _io_ports() -> jm.ProcessPorts:
@@ -29,11 +31,12 @@ class Linear(jm.Config):
     """An affine map `x @ w + b`.
 
     Per example; batch with `jax.vmap`. Pipeline (fixed): `[*batch, n_in] -> [*batch, n_out]`.
-    Weights: `w: [n_in, n_out]` (kaiming), `b: [n_out]` (zeros).
+    Weights: `w: [n_in, n_out]` (kaiming, times `init_scale`), `b: [n_out]` (zeros).
 
     Args:
         n_in: input features.
         n_out: output features.
+        init_scale: scales the initial `w`, in (0, 100]; e.g. small for an output head.
 
     Example:
         >>> linear = Linear.make(Linear(16, 12))
@@ -43,6 +46,7 @@ class Linear(jm.Config):
 
     n_in: Size
     n_out: Size
+    init_scale: InitScale = 1.0
 
     @classmethod
     def make(cls, config: LinearConfigs) -> jm.Component:
@@ -52,7 +56,7 @@ class Linear(jm.Config):
             return x @ w + b
 
         weight_params = {
-            "w": jm.WeightParams((config.n_in, config.n_out), axes=("embed", "mlp")),
+            "w": jm.WeightParams((config.n_in, config.n_out), scale=config.init_scale, axes=("embed", "mlp")),
             "b": jm.WeightParams((config.n_out,), init="zeros", axes=("mlp",)),
         }
         return jm.Component.from_fixed_pipeline(
@@ -151,7 +155,8 @@ def _perceptron(config: MlpConfigs, norm_eps: float | None) -> jm.Component:
                 children[norm] = LayerNorm.make(LayerNorm(n_out, norm_eps))
         layers.append((f"layer_{i}", norm))
     act = activation(config.activation)
-    dropout = Dropout.make(config).pipeline
+    with jm.scope("dropout"):
+        dropout = Dropout.make(config).pipeline
     applied: list[tuple[str, Callable[[jm.Weights, Array], Array], Callable[[jm.Weights, Array], Array] | None]] = [
         (name, children[name].fixed_pipeline, None if norm is None else children[norm].fixed_pipeline)
         for name, norm in layers

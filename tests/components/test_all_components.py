@@ -26,6 +26,14 @@ LIBRARY: dict[type[Any], dict[str, Any]] = {
     jmc.LayerNorm: {},
     jmc.RMSNorm: {},
     jmc.Embeddings: {},
+    jmc.PositionalEncoding: {},
+    jmc.TensorPositionalEncoding: {"input_channels": 3, "output_channels": 3, "dim_encoding": 3},
+    jmc.Patches: {"h": 4, "w": 6, "n_sections_h": 2, "n_sections_w": 3, "mlp_n_hidden": (4,)},
+    jmc.SelfMultiHeadAttn: {"n_heads": 2, "dim_model": 4},
+    jmc.TransformerLayer: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,)},
+    jmc.TransformerEncoder: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,), "n_tfe_layers": 2},
+    jmc.Vit: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,), "n_tfe_layers": 1, "hwc": (4, 4, 1), "n_patches_side": 2, "mlp_n_hidden_patches": (4,)},
+    jmc.Gpt: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,), "n_tfe_layers": 1, "vocab_size": 5, "n_ctx": 4},
 }
 
 
@@ -56,7 +64,7 @@ def test_one_field_out_of_range_raises_config_error_naming_it(cls: type[Any], da
 @given(data=st.data())
 def test_drawn_components_meet_their_contracts_on_real_numbers(cls: type[Any], data: st.DataObject) -> None:
     config = data.draw(configs(cls, **LIBRARY[cls]))
-    assert_contracts(cls.make(config), jr.key(data.draw(st.integers(0, 2**16))))
+    assert_contracts(cls.make(config), jr.key(data.draw(st.integers(0, 2**16))), int_high=LIBRARY[cls].get("vocab_size", 2))
 
 
 def test_every_public_config_class_is_covered() -> None:

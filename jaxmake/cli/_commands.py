@@ -1,0 +1,233 @@
+"""The commands of the `jaxmake` program, one frozen config class each."""
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import jax
+import jax.numpy as jnp
+from annotated_types import Ge, Gt, Le
+from tyro.conf import Positional
+
+import jaxmake as jm
+from jaxmake import data, training
+from jaxmake.cli._configs import CliError, build_config, config_dict, load_model_config, model_class
+from jaxmake.cli._plot import plot_history
+from jaxmake.cli._summary import summary_table
+from jaxmake.cli._tasks import DIGITS_VIT, chars_gpt, chars_task, digits_task
+from jaxmake.components import Gpt, Vit, generate
+
+Count = Annotated[int, Ge(1)]
+Rate = Annotated[float, Gt(0), Le(1)]
+
+
+class TrainDigits(jm.Config):
+    """Train the seed's ViT (adapted to 8x8 images) on scikit-learn's handwritten digits.
+
+    Args:
+        out: the run folder: checkpoints, config.json, metrics.json and loss.png.
+        epochs: passes over the 1,437 training images.
+        batch_size: images per step.
+        learning_rate: the peak AdamW learning rate (5% warmup, then cosine decay).
+        weight_decay: AdamW weight decay, on matrices only.
+        seed: seeds the weights, the batch order, the shifts and dropout.
+        augment: shift each training image by up to one pixel.
+        resume: continue the run in `out` from its latest checkpoint.
+        model: the ViT.
+    """
+
+    out: Path = Path("runs/digits")
+    epochs: Count = 100
+    batch_size: Count = 64
+    learning_rate: Rate = 2e-3
+    weight_decay: Annotated[float, Ge(0), Le(1)] = 0.05
+    seed: Annotated[int, Ge(0)] = 0
+    augment: bool = True
+    resume: bool = False
+    model: Vit = DIGITS_VIT
+
+    def run(self) -> None:
+        split = data.load_digits()
+        steps_per_epoch = data.steps_per_epoch(len(split.y_train), self.batch_size)
+        config = training.TrainConfig(
+            steps=self.epochs * steps_per_epoch,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            eval_every=10 * steps_per_epoch,
+            log_every=steps_per_epoch,
+            checkpoint_every=10 * steps_per_epoch,
+            seed=self.seed,
+        )
+        task = digits_task(self.model, split, self.batch_size, self.seed, self.augment)
+        vit = Vit.make(self.model)
+        weights = jm.make_weights(jax.random.key(self.seed), vit.weight_params)
+        metadata = {"model": "Vit", "config": config_dict(self.model), "task": {"name": "digits", "augment": self.augment}}
+        started = time.perf_counter()
+        training.train(task, weights, config, self.out, resume=self.resume, metadata=metadata)
+        seconds = time.perf_counter() - started
+        results = _results(self.out)
+        plot_history(self.out, "ViT on digits", ["test_accuracy"])
+        print(
+            f"test accuracy {results['test_accuracy']:.2%} after {self.epochs} epochs ({config.steps} steps) in "
+            f"{seconds:.0f} s; run folder {self.out}"
+        )
+
+
+class TrainChars(jm.Config):
+    """Train a character-level GPT on a text corpus available offline.
+
+    Args:
+        out: the run folder: checkpoints, config.json, metrics.json and loss.png.
+        text: a UTF-8 text file; by default, the Python standard library's pydoc topics
+            (`pydoc_data.topics`, about 465k characters of English, PSF license).
+        steps: optimizer steps.
+        batch_size: windows of `n_ctx` characters per step.
+        learning_rate: the peak AdamW learning rate (5% warmup, then cosine decay).
+        seed: seeds the weights, the windows and dropout.
+        n_ctx: the context length, in characters.
+        n_tfe_layers: transformer layers.
+        dim_model: the model width.
+        n_heads: attention heads (they must divide `dim_model`).
+        resume: continue the run in `out` from its latest checkpoint.
+    """
+
+    out: Path = Path("runs/chars")
+    text: Path | None = None
+    steps: Count = 1500
+    batch_size: Count = 32
+    learning_rate: Rate = 3e-3
+    seed: Annotated[int, Ge(0)] = 0
+    n_ctx: Count = 64
+    n_tfe_layers: Count = 2
+    dim_model: Count = 128
+    n_heads: Count = 4
+    resume: bool = False
+
+    def run(self) -> None:
+        text = data.load_text(self.text)
+        shape = {"n_ctx": self.n_ctx, "n_tfe_layers": self.n_tfe_layers, "dim_model": self.dim_model, "n_heads": self.n_heads}
+        gpt = build_config(Gpt, {**config_dict(chars_gpt(text.vocab.size)), **shape}, "jaxmake train chars")
+        config = training.TrainConfig(steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                                      eval_every=max(self.steps // 5, 1), log_every=max(self.steps // 50, 1),
+                                      checkpoint_every=max(self.steps // 5, 1), seed=self.seed)
+        task = chars_task(gpt, text, self.batch_size, self.seed)
+        weights = jm.make_weights(jax.random.key(self.seed), Gpt.make(gpt).weight_params)
+        metadata = {"model": "Gpt", "config": config_dict(gpt), "task": {"name": "chars", "vocab": list(text.vocab.chars)}}
+        started = time.perf_counter()
+        training.train(task, weights, config, self.out, resume=self.resume, metadata=metadata)
+        baseline = data.unigram_entropy(text.train, text.valid, text.vocab.size)
+        training.record_results(self.out, {"unigram_baseline": baseline})
+        results = _results(self.out)
+        plot_history(self.out, "GPT on characters", ["valid_loss"])
+        print(
+            f"validation loss {results['valid_loss']:.3f} nats/char vs the unigram baseline {baseline:.3f} after "
+            f"{self.steps} steps in {time.perf_counter() - started:.0f} s; run folder {self.out}"
+        )
+
+
+class Sample(jm.Config):
+    """Generate text from a `jaxmake train chars` run.
+
+    Args:
+        run: the run folder.
+        prompt: the text to continue (its characters must be in the run's vocabulary).
+        tokens: how many characters to generate.
+        temperature: lower is greedier.
+        top_k: sample among the `top_k` most likely characters only (0: all).
+        seed: seeds the sampling; the same seed gives the same text.
+    """
+
+    run: Path
+    prompt: str = "The "
+    tokens: Annotated[int, Ge(0)] = 200
+    temperature: Annotated[float, Gt(0)] = 0.8
+    top_k: Annotated[int, Ge(0)] = 0
+    seed: Annotated[int, Ge(0)] = 0
+
+    def run_command(self) -> None:
+        metadata = _metadata(self.run)
+        if metadata.get("model") != "Gpt" or "vocab" not in metadata.get("task", {}):
+            raise CliError(f"{self.run} is not a `jaxmake train chars` run (its model is {metadata.get('model')!r})")
+        gpt = build_config(Gpt, metadata["config"], str(self.run / "config.json"))
+        component = Gpt.make(gpt)
+        weights = training.load_weights(self.run, component.weight_params)
+        vocab = data.CharVocab(tuple(metadata["task"]["vocab"]))
+        try:
+            prompt = jnp.asarray(vocab.encode(self.prompt))
+        except ValueError as error:
+            raise CliError(str(error)) from None
+        if prompt.shape[0] == 0:
+            raise CliError("the prompt must hold at least one character")
+        tokens = generate(component, weights, prompt, self.tokens, jax.random.key(self.seed),
+                          temperature=self.temperature, top_k=self.top_k or None)
+        print(vocab.decode([int(t) for t in tokens]))
+
+
+class Summary(jm.Config):
+    """Print a table of every weight of a library model: path, shape, dtype, count, bytes.
+
+    Args:
+        model: a library config class, e.g. Vit, Gpt, Mlp.
+        config: a TOML or JSON file with a `config` table of fields (and `model`).
+        set: field values as `FIELD=VALUE` (VALUE in JSON: `n_in=3`, `n_hidden=[4,4]`).
+    """
+
+    model: Positional[str]
+    config: Path | None = None
+    set: tuple[str, ...] = ()
+
+    def run(self) -> None:
+        cls = model_class(self.model)
+        fields = {}
+        if self.config is not None:
+            file_cls, file_config, _ = load_model_config(self.config, frozenset({"train", "task", "metadata"}))
+            if file_cls is not cls:
+                raise CliError(f"{self.config} configures {file_cls.__name__}, not {cls.__name__}")
+            fields = config_dict(file_config)
+        for item in self.set:
+            name, equals, value = item.partition("=")
+            if not equals:
+                raise CliError(f"--set takes FIELD=VALUE, got {item!r}")
+            try:
+                fields[name] = json.loads(value)
+            except json.JSONDecodeError:
+                fields[name] = value
+        config = build_config(cls, fields, "jaxmake summary (set fields with --set FIELD=VALUE or --config FILE)")
+        component = cls.make(config)  # type: ignore[attr-defined]
+        print(summary_table(repr(config), component.weight_params))
+
+
+class Check(jm.Config):
+    """Validate a config file and run its make-time contracts; print what was checked.
+
+    Args:
+        file: a TOML or JSON file with `model` and `config` (a run's config.json works too).
+    """
+
+    file: Positional[Path]
+
+    def run(self) -> None:
+        cls, config, _ = load_model_config(self.file, frozenset({"train", "task", "metadata"}))
+        with jm.recorded_contracts() as checked:
+            component = cls.make(config)  # type: ignore[attr-defined]
+        n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(jm.abstract_weights(component.weight_params)))
+        print(f"{self.file}: {config!r} is valid")
+        print(f"{len(checked)} make-time contracts hold:")
+        for line in checked:
+            print(f"  {line}")
+        print(f"{n_params:,} parameters")
+
+
+def _metadata(run: Path) -> dict[str, Any]:
+    if not (run / "config.json").exists():
+        raise CliError(f"{run} holds no config.json: is it a run folder?")
+    return training.load_metadata(run)
+
+
+def _results(run: Path) -> dict[str, float]:
+    results: dict[str, float] = json.loads((run / "metrics.json").read_text())["results"]
+    return results
+

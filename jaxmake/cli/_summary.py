@@ -1,0 +1,42 @@
+"""`jaxmake summary`: a table of every weight of a model."""
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+import jaxmake as jm
+
+
+def weight_rows(weight_params: jm.WeightParamsTree, prefix: str = "") -> Iterator[tuple[str, jm.WeightParams]]:
+    """`(dotted path, spec)` for every array of a spec tree, in key order."""
+    for name in sorted(weight_params):
+        spec = weight_params[name]
+        path = f"{prefix}{name}"
+        if isinstance(spec, jm.WeightParams):
+            yield path, spec
+        else:
+            yield from weight_rows(spec, f"{path}.")
+
+
+def summary_table(title: str, weight_params: jm.WeightParamsTree) -> str:
+    """The table: path, shape, dtype, parameter count and bytes of each weight, and totals."""
+    rows: list[tuple[str, ...]] = [("path", "shape", "dtype", "params", "bytes")]
+    total_params = total_bytes = 0
+    for path, spec in weight_rows(weight_params):
+        count = math.prod(spec.shape)
+        size = count * np.dtype(spec.dtype).itemsize
+        total_params, total_bytes = total_params + count, total_bytes + size
+        rows.append((path, str(spec.shape), str(np.dtype(spec.dtype)), f"{count:,}", f"{size:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    aligned = [
+        "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows
+    ]
+    n_arrays = len(rows) - 1
+    footer = f"total: {total_params:,} parameters in {n_arrays} arrays, {total_bytes:,} bytes ({_human(total_bytes)})"
+    return "\n".join([title, aligned[0], "-" * len(aligned[0]), *aligned[1:], footer])
+
+
+def _human(n_bytes: int) -> str:
+    power = min(int(math.log(max(n_bytes, 1), 1024)), 3)
+    return f"{n_bytes / 1024**power:.1f} {('B', 'KiB', 'MiB', 'GiB')[power]}"

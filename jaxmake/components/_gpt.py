@@ -1,0 +1,196 @@
+"""`Gpt`: a decoder-only language model, and `generate` to sample from it."""
+
+import functools
+from collections.abc import Mapping
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, Int
+
+import jaxmake as jm
+from jaxmake.components._attention import heads_rule
+from jaxmake.components._embedding import Embeddings
+from jaxmake.components._fields import Activation, Eps, InitScale, KeepRate, Size
+from jaxmake.components._functional import softmax_cross_entropy
+from jaxmake.components._linear import Linear
+from jaxmake.components._positional import PositionalEncoding
+from jaxmake.components._transformer import TransformerEncoder, TransformerEncoderConfigs
+
+LOSS_PORTS = jm.make_ports({jm.Input: Int[Array, "T"], "targets": Int[Array, "T"]}, {"loss": Float[Array, ""]})
+"""The ports of `Gpt`'s training process: tokens and next tokens -> mean cross-entropy."""
+
+_MASKED = jm.make_ports((jm.Input, "mask"), (jm.Output, "attn"))
+
+
+class GptConfigs(TransformerEncoderConfigs, Protocol):
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def dict_init_scale(self) -> float: ...
+    @property
+    def pos_init_scale(self) -> float: ...
+
+
+class Gpt(jm.Config):
+    """A decoder-only transformer language model (Radford et al., 2018).
+
+    Per example; batch with `jax.vmap`. Token embedding, learned positions added
+    (`PositionalEncoding`, dynamic length), a causal pre-norm `TransformerEncoder` (whose
+    last step is the final LayerNorm), and an untied linear head. Processes (random iff
+    `dropout_keep_rate < 1`; `rng=None` evaluates without dropout):
+
+    * the pipeline: tokens `Int[T] -> logits [T, vocab_size]`, for any `T <= n_ctx`;
+    * `LOSS_PORTS`, `(Input, "targets") -> ("loss",)`: the mean next-token cross-entropy
+      of `targets [T]` (the tokens shifted by one) under the logits.
+
+    Weights: `embedding`, `positional_encoding`, `encoder`, `lm_head`. The head starts
+    small (`init_scale=0.1`) so that the initial loss is close to `ln(vocab_size)`.
+
+    Args:
+        vocab_size: the number of tokens.
+        n_ctx: the longest sequence (the context length).
+        dict_init_scale: scales the token embeddings, in (0, 100].
+        pos_init_scale: scales the position table, in (0, 100].
+        universal, n_tfe_layers, n_heads, dim_model, dropout_keep_rate, eps,
+            mlp_n_hidden, mlp_activation, scan_layers: as for `TransformerEncoder`.
+
+    Example:
+        >>> gpt = Gpt.make(Gpt(vocab_size=11, n_ctx=8, n_tfe_layers=1, dim_model=8, n_heads=2, mlp_n_hidden=(16,)))
+        >>> shapes = jax.tree.map(jnp.shape, jm.abstract_weights(gpt.weight_params))
+        >>> shapes["embedding"], shapes["positional_encoding"], shapes["lm_head"]
+        ({'dict': (11, 8)}, {'encoding_dim_0': (8, 8)}, {'b': (11,), 'w': (8, 11)})
+    """
+
+    vocab_size: Size = 256
+    n_ctx: Size = 64
+    universal: bool = False
+    n_tfe_layers: Size = 2
+    n_heads: Size = 4
+    dim_model: Size = 64
+    dropout_keep_rate: KeepRate = 1.0
+    eps: Eps = 1e-5
+    mlp_n_hidden: tuple[Size, ...] = (256,)
+    mlp_activation: Activation = "gelu"
+    scan_layers: bool = False
+    dict_init_scale: InitScale = 1.0
+    pos_init_scale: InitScale = 1.0
+
+    def validate(self) -> None:
+        rule = heads_rule(self.n_heads, self.dim_model)
+        if rule:
+            raise self.error("n_heads", rule)
+
+    @classmethod
+    def make(cls, config: GptConfigs) -> jm.Component:
+        dim, vocab = config.dim_model, config.vocab_size
+        with jm.scope("embedding"):
+            embedding = Embeddings.make(Embeddings(vocab, dim, config.dict_init_scale))
+        with jm.scope("positional_encoding"):
+            positions = PositionalEncoding.make(
+                PositionalEncoding(config.n_ctx, dim, "sum", config.pos_init_scale, dynamic_length=True)
+            )
+        with jm.scope("encoder"):
+            encoder = TransformerEncoder.make(config)
+        with jm.scope("lm_head"):
+            head = Linear.make(Linear(dim, vocab, init_scale=0.1))
+        embed, add_positions, attend, unembed = (
+            embedding.fixed_pipeline,
+            positions.fixed_pipeline,
+            encoder.get_process(_MASKED),
+            head.fixed_pipeline,
+        )
+
+        def logits(weights: jm.Weights, tokens: Array, rng: Array | None) -> Array:
+            x = add_positions(weights["positional_encoding"], embed(weights["embedding"], tokens))
+            causal = jnp.tril(jnp.ones((tokens.shape[0], tokens.shape[0]), jnp.bool_))
+            hidden = attend(weights["encoder"], {jm.Input: x, "mask": causal}, rng)[jm.Output]
+            return unembed(weights["lm_head"], hidden)
+
+        def pipeline(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+            return {jm.Output: logits(weights, inputs[jm.Input], rng)}
+
+        def loss(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+            losses = softmax_cross_entropy(logits(weights, inputs[jm.Input], rng), inputs["targets"])
+            return {"loss": losses.mean()}
+
+        ports = jm.make_ports({jm.Input: Int[Array, "T"]}, {jm.Output: Float[Array, "T vocab_size"]})
+        components = {"embedding": embedding, "positional_encoding": positions, "encoder": encoder, "lm_head": head}
+        processes = {ports: pipeline, LOSS_PORTS: loss}
+        return jm.Component(
+            jm.merge_params(components),
+            processes,
+            frozenset(processes) if config.dropout_keep_rate == 1.0 else frozenset(),
+            dims={"vocab_size": vocab},
+            limits={"T": config.n_ctx},
+        )
+
+
+def generate(
+    gpt: jm.Component,
+    weights: jm.Weights,
+    prompt: Int[Array, "P"],
+    n_tokens: int,
+    rng: Array,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> Int[Array, "P+n_tokens"]:
+    """Sample `n_tokens` tokens after `prompt` from a `Gpt` component, without dropout.
+
+    Each step runs the model on the last `n_ctx` tokens (no cache) and samples from
+    `softmax(logits / temperature)`, restricted to the `top_k` most likely tokens when
+    given. The whole loop is one `jax.lax.fori_loop`, compiled once per prompt length,
+    `n_tokens` and `top_k` (not once per token); a fixed `rng` gives a fixed sample.
+
+    Args:
+        gpt: a component made by `Gpt.make`.
+        weights: its weights.
+        prompt: `[P]` token ids, `P >= 1`.
+        n_tokens: how many tokens to add.
+        rng: a PRNG key.
+        temperature: > 0; lower is greedier.
+        top_k: keep only the `top_k` most likely tokens at each step.
+
+    Returns:
+        `[P + n_tokens]` token ids: the prompt, then the sample.
+
+    Raises:
+        ValueError: an argument is out of range.
+    """
+    if prompt.ndim != 1 or prompt.shape[0] < 1:
+        raise ValueError(f"`generate` takes a prompt of shape [P] with P >= 1, got shape {prompt.shape}")
+    if n_tokens < 0 or temperature <= 0 or (top_k is not None and top_k < 1):
+        raise ValueError(f"`generate` needs n_tokens >= 0, temperature > 0, top_k >= 1; got {n_tokens}, {temperature}, {top_k}")
+    sampler = _sampler(gpt, int(prompt.shape[0]), n_tokens, top_k)
+    tokens: Array = sampler(weights, prompt.astype(jnp.int32), rng, jnp.asarray(temperature, jnp.float32))
+    return tokens
+
+
+@functools.lru_cache(maxsize=32)
+def _sampler(gpt: jm.Component, prompt_length: int, n_tokens: int, top_k: int | None) -> jax.stages.Wrapped:
+    n_ctx = gpt.limits["T"]
+    window = min(n_ctx, prompt_length + n_tokens)
+    pipeline = gpt.pipeline
+
+    def sample(weights: jm.Weights, prompt: Array, rng: Array, temperature: Array) -> Array:
+        buffer = jnp.zeros(prompt_length + n_tokens, jnp.int32).at[:prompt_length].set(prompt)
+
+        def step(i: Array, buffer: Array) -> Array:
+            length = prompt_length + i
+            start = jnp.maximum(length - window, 0)
+            context = jax.lax.dynamic_slice(buffer, (start,), (window,))
+            logits = pipeline(weights, context, None)[length - 1 - start] / temperature
+            if top_k is not None:
+                cutoff = jax.lax.top_k(logits, top_k)[0][-1]
+                logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+            token = jr.categorical(jr.fold_in(rng, i), logits).astype(jnp.int32)
+            return buffer.at[length].set(token)
+
+        sampled: Array = jax.lax.fori_loop(0, n_tokens, step, buffer)
+        return sampled
+
+    return jax.jit(sample)

@@ -1,0 +1,335 @@
+"""Transformers: the pre-norm `TransformerLayer` and the `TransformerEncoder` that stacks it."""
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Bool, Float
+
+import jaxmake as jm
+from jaxmake.components._attention import SelfMultiHeadAttn, heads_rule
+from jaxmake.components._dropout import Dropout
+from jaxmake.components._fields import Activation, Eps, KeepRate, Size
+from jaxmake.components._linear import Mlp
+from jaxmake.components._norm import LayerNorm
+
+
+class TransformerLayerConfigs(Protocol):
+    @property
+    def n_heads(self) -> int: ...
+    @property
+    def dim_model(self) -> int: ...
+    @property
+    def mlp_n_hidden(self) -> tuple[int, ...]: ...
+    @property
+    def mlp_activation(self) -> Activation: ...
+    @property
+    def dropout_keep_rate(self) -> float: ...
+    @property
+    def eps(self) -> float: ...
+
+
+class TransformerEncoderConfigs(TransformerLayerConfigs, Protocol):
+    @property
+    def n_tfe_layers(self) -> int: ...
+    @property
+    def universal(self) -> bool: ...
+    @property
+    def scan_layers(self) -> bool: ...
+
+
+_PIPELINE_PORTS = jm.make_ports({jm.Input: Float[Array, "T dim_model"]}, {jm.Output: Float[Array, "T dim_model"]})
+
+
+def _masked_ports(attn_dims: str) -> jm.ProcessPorts:
+    """The ports `(Input, "mask") -> (Output, "attn")`, with `attn` of the dims `attn_dims`."""
+    return jm.make_ports(
+        {jm.Input: Float[Array, "T dim_model"], "mask": Bool[Array, "T T"]},
+        {jm.Output: Float[Array, "T dim_model"], "attn": Float[Array, attn_dims]},
+    )
+
+
+class TransformerLayer(jm.Config):
+    """A pre-norm transformer layer (Xiong et al., 2020).
+
+    Per example; batch with `jax.vmap`.
+    `x = x + dropout(mha(norm1(x)))`, then `x = x + dropout(mlp(norm2(x)))`.
+    Weights: `norm1`, `norm2` (`LayerNorm`), `mha` (`SelfMultiHeadAttn`, `dim_input =
+    dim_model`), `dropout` (none: `{}`), `mlp` (`Mlp(dim_model, mlp_n_hidden, dim_model)`).
+
+    Processes, fixed when `dropout_keep_rate` is 1 (with `rng=None` they run in evaluation
+    mode, without dropout):
+
+    * the pipeline: `[T, dim_model] -> [T, dim_model]`;
+    * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: `mask: [T, T]` as for
+      `SelfMultiHeadAttn`; `attn: [n_heads, T, T]`, the attention weights.
+
+    Args:
+        n_heads: attention heads; must divide `dim_model`.
+        dim_model: the width of the tokens.
+        mlp_n_hidden: the hidden widths of the `Mlp`, e.g. `(4 * dim_model,)`.
+        n_tfe_layers: not read by the layer (`TransformerEncoder` reads it), >= 1.
+        universal: not read by the layer (`TransformerEncoder` reads it).
+        dropout_keep_rate: dropout on both residual branches and inside the `Mlp`, in (0, 1].
+        eps: the `LayerNorm` epsilon, in [1e-12, 1].
+        mlp_activation: the `Mlp`'s activation.
+        scan_layers: not read by the layer (`TransformerEncoder` reads it).
+
+    Raises:
+        ConfigError: a field is out of range, or `n_heads` does not divide `dim_model`.
+
+    Example:
+        >>> layer = TransformerLayer.make(TransformerLayer(n_heads=2, dim_model=4, mlp_n_hidden=(8,)))
+        >>> weights = jm.abstract_weights(layer.weight_params)  # or jm.make_weights(key, ...)
+        >>> jax.tree.map(jnp.shape, weights)
+        {'dropout': {},
+         'mha': {'kqv': {'b': (12,), 'w': (4, 12)}, 'out': {'b': (4,), 'w': (4, 4)}},
+         'mlp': {'layer_0': {'b': (8,), 'w': (4, 8)}, 'layer_1': {'b': (4,), 'w': (8, 4)}},
+         'norm1': {'a': (4,), 'b': (4,)}, 'norm2': {'a': (4,), 'b': (4,)}}
+    """
+
+    n_heads: Size
+    dim_model: Size
+    mlp_n_hidden: tuple[Size, ...]
+    n_tfe_layers: Size = 1
+    universal: bool = False
+    dropout_keep_rate: KeepRate = 1.0
+    eps: Eps = 1e-5
+    mlp_activation: Activation = "relu"
+    scan_layers: bool = False
+
+    def validate(self) -> None:
+        rule = heads_rule(self.n_heads, self.dim_model)
+        if rule:
+            raise self.error("n_heads", rule)
+
+    @classmethod
+    def make(cls, config: TransformerLayerConfigs) -> jm.Component:
+        with jm.scope("norm1"):
+            norm1 = LayerNorm.make(config)
+        with jm.scope("mha"):
+            mha = SelfMultiHeadAttn.make(SelfMultiHeadAttn(config.n_heads, config.dim_model, config.dim_model))
+        with jm.scope("dropout"):
+            dropout = Dropout.make(config)
+        with jm.scope("norm2"):
+            norm2 = LayerNorm.make(config)
+        with jm.scope("mlp"):
+            mlp = Mlp.make(
+                Mlp(config.dim_model, config.mlp_n_hidden, config.dim_model, config.mlp_activation, config.dropout_keep_rate)
+            )
+        children = {"norm1": norm1, "mha": mha, "dropout": dropout, "norm2": norm2, "mlp": mlp}
+        processes = {ports: _layer_process(children, ports) for ports in (_PIPELINE_PORTS, _masked_ports("n_heads T T"))}
+        return jm.Component(
+            jm.merge_params(children),
+            processes,
+            frozenset(processes) if config.dropout_keep_rate == 1.0 else frozenset(),
+            dims={"n_heads": config.n_heads, "dim_model": config.dim_model},
+        )
+
+
+def _layer_process(children: Mapping[str, jm.Component], ports: jm.ProcessPorts) -> jm.Process:
+    """One pre-norm layer whose attention is the `mha` process with the same ports.
+
+    The inputs other than `Input` (the mask) go to the attention, and its outputs other
+    than `Output` (the attention weights) are the layer's.
+    """
+    norm1, norm2 = children["norm1"].fixed_pipeline, children["norm2"].fixed_pipeline
+    attend = children["mha"].get_fixed_process(ports)
+    dropout, mlp = children["dropout"].pipeline, children["mlp"].pipeline
+
+    def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+        x = inputs[jm.Input]
+        attended = attend(weights["mha"], {**inputs, jm.Input: norm1(weights["norm1"], x)})
+        x = x + dropout(weights["dropout"], attended[jm.Output], _fold(rng, 0))
+        x = x + dropout(weights["dropout"], mlp(weights["mlp"], norm2(weights["norm2"], x), _fold(rng, 1)), _fold(rng, 2))
+        return {**attended, jm.Output: x}
+
+    return process
+
+
+_SHARED = "tfe_layer"
+"""The key of the one layer of a universal encoder."""
+_STACKED = "tfe_layers"
+"""The key of the stacked layers of a scanned encoder."""
+
+
+def _loop_key(i: int) -> str:
+    return f"tfe_layer_{i}"
+
+
+class TransformerEncoder(jm.Config):
+    """`n_tfe_layers` pre-norm `TransformerLayer`s, then a final `LayerNorm`.
+
+    Per example; batch with `jax.vmap`. Layer `i` gets the rng `jax.random.fold_in(rng, i)`
+    in every layout, so that the layouts agree given the same weights.
+
+    Weights, `norm` (the final `LayerNorm`) and:
+
+    * by default, `tfe_layer_0 .. tfe_layer_{n-1}`, run one after another;
+    * `universal=True`: one `tfe_layer`, applied `n_tfe_layers` times (Dehghani et al., 2019);
+    * `scan_layers=True`: `tfe_layers`, every layer's weights stacked on a leading axis of
+      size `n_tfe_layers` (`jm.stack_params`), run with `jax.lax.scan`: compile time does not
+      grow with depth. With `universal=True` too, the shared `tfe_layer` is scanned.
+      `stack_layers` and `unstack_layers` convert weights between the default layout and this.
+
+    Processes, fixed when `dropout_keep_rate` is 1 (with `rng=None` they run in evaluation
+    mode, without dropout):
+
+    * the pipeline: `[T, dim_model] -> [T, dim_model]`;
+    * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: `mask: [T, T]` as for
+      `SelfMultiHeadAttn`; `attn: [n_tfe_layers, n_heads, T, T]`, every layer's weights.
+
+    Args:
+        n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation: as for
+            `TransformerLayer`.
+        n_tfe_layers: the depth, >= 1.
+        universal: share one layer's weights across depth.
+        scan_layers: run the layers with `jax.lax.scan`.
+
+    Raises:
+        ConfigError: a field is out of range, or `n_heads` does not divide `dim_model`.
+
+    Example:
+        >>> encoder = TransformerEncoder.make(TransformerEncoder(n_heads=2, dim_model=4, mlp_n_hidden=(8,), n_tfe_layers=3))
+        >>> weights = jm.abstract_weights(encoder.weight_params)  # or jm.make_weights(key, ...)
+        >>> sorted(weights)
+        ['norm', 'tfe_layer_0', 'tfe_layer_1', 'tfe_layer_2']
+        >>> scanned = TransformerEncoder.make(TransformerEncoder(2, 4, (8,), 3, scan_layers=True))
+        >>> jax.tree.map(jnp.shape, jm.abstract_weights(scanned.weight_params))
+        {'norm': {'a': (4,), 'b': (4,)},
+         'tfe_layers': {'dropout': {},
+                        'mha': {'kqv': {'b': (3, 12), 'w': (3, 4, 12)}, 'out': {'b': (3, 4), 'w': (3, 4, 4)}},
+                        'mlp': {'layer_0': {'b': (3, 8), 'w': (3, 4, 8)}, 'layer_1': {'b': (3, 4), 'w': (3, 8, 4)}},
+                        'norm1': {'a': (3, 4), 'b': (3, 4)}, 'norm2': {'a': (3, 4), 'b': (3, 4)}}}
+        >>> stacked = jax.eval_shape(lambda w: stack_layers(w, 3), weights)
+        >>> jax.tree.map(jnp.shape, stacked) == jax.tree.map(jnp.shape, jm.abstract_weights(scanned.weight_params))
+        True
+    """
+
+    n_heads: Size
+    dim_model: Size
+    mlp_n_hidden: tuple[Size, ...]
+    n_tfe_layers: Size
+    universal: bool = False
+    dropout_keep_rate: KeepRate = 1.0
+    eps: Eps = 1e-5
+    mlp_activation: Activation = "relu"
+    scan_layers: bool = False
+
+    def validate(self) -> None:
+        rule = heads_rule(self.n_heads, self.dim_model)
+        if rule:
+            raise self.error("n_heads", rule)
+
+    @classmethod
+    def make(cls, config: TransformerEncoderConfigs) -> jm.Component:
+        n, universal = config.n_tfe_layers, config.universal
+        stacked = config.scan_layers and not universal
+        layer_keys = [_SHARED] if universal else [_STACKED] if stacked else [_loop_key(i) for i in range(n)]
+        with jm.scope(layer_keys[0]):
+            layer = TransformerLayer.make(config)
+        with jm.scope("norm"):
+            norm = LayerNorm.make(config)
+        layer_params = jm.stack_params(layer.weight_params, n) if stacked else layer.weight_params
+        run = _scan if config.scan_layers else _loop
+        processes = {
+            ports: _then_norm(run(layer.get_process(ports), n, universal), norm.fixed_pipeline)
+            for ports in (_PIPELINE_PORTS, _masked_ports("n_tfe_layers n_heads T T"))
+        }
+        return jm.Component(
+            {**dict.fromkeys(layer_keys, layer_params), "norm": norm.weight_params},
+            processes,
+            frozenset(processes) if config.dropout_keep_rate == 1.0 else frozenset(),
+            dims={"n_tfe_layers": n, "n_heads": config.n_heads, "dim_model": config.dim_model},
+        )
+
+
+def _fold(rng: Array | None, i: int | Array) -> Array | None:
+    """The rng of step `i`: `fold_in(rng, i)`, or `None` (evaluation) when `rng` is `None`."""
+    return None if rng is None else jr.fold_in(rng, i)
+
+
+def _side_outputs(outputs: Mapping[str, Array]) -> dict[str, Array]:
+    """A layer's outputs other than `Output` (its attention weights)."""
+    return {name: value for name, value in outputs.items() if name != jm.Output}
+
+
+def _loop(layer: jm.Process, n: int, universal: bool) -> jm.Process:
+    """`n` layers one after another in Python (XLA compiles `n` copies); side outputs stacked."""
+
+    def run(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+        x, sides = inputs[jm.Input], []
+        for i in range(n):
+            outputs = layer(weights[_SHARED if universal else _loop_key(i)], {**inputs, jm.Input: x}, _fold(rng, i))
+            x = outputs[jm.Output]
+            sides.append(_side_outputs(outputs))
+        stacked: dict[str, Array] = jax.tree.map(lambda *layers: jnp.stack(layers), *sides)
+        return {**stacked, jm.Output: x}
+
+    return run
+
+
+def _scan(layer: jm.Process, n: int, universal: bool) -> jm.Process:
+    """`n` layers run by `jax.lax.scan` (XLA compiles one); side outputs stacked."""
+
+    def run(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+        def step(x: Array, per_layer: tuple[Any, Array]) -> tuple[Array, dict[str, Array]]:
+            stacked_weights, i = per_layer
+            outputs = layer(weights[_SHARED] if universal else stacked_weights, {**inputs, jm.Input: x}, _fold(rng, i))
+            return outputs[jm.Output], _side_outputs(outputs)
+
+        x, stacked = jax.lax.scan(step, inputs[jm.Input], (None if universal else weights[_STACKED], jnp.arange(n)))
+        return {**stacked, jm.Output: x}
+
+    return run
+
+
+def _then_norm(layers: jm.Process, norm: jm.FixedPipeline) -> jm.Process:
+    """`layers`, with the final norm applied to its `Output`."""
+
+    def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+        outputs = layers(weights, inputs, rng)
+        return {**outputs, jm.Output: norm(weights["norm"], outputs[jm.Output])}
+
+    return process
+
+
+def stack_layers(weights: jm.Weights, n_tfe_layers: int) -> jm.Weights:
+    """The weights of a `TransformerEncoder` in the default layout, converted to the scanned one.
+
+    Args:
+        weights: holds `tfe_layer_0 .. tfe_layer_{n-1}` (and `norm`, kept as it is).
+        n_tfe_layers: `n`, the number of layers.
+
+    Returns:
+        The same weights with the layers' replaced by `tfe_layers`, each array stacked on a
+        new leading axis of size `n` (as `scan_layers=True` expects).
+
+    Raises:
+        WeightsError: the layer keys are not exactly `tfe_layer_0 .. tfe_layer_{n-1}`.
+    """
+    keys = [_loop_key(i) for i in range(n_tfe_layers)]
+    held = sorted(k for k in weights if k.startswith(_SHARED))
+    if held != sorted(keys):
+        raise jm.WeightsError(
+            f"`stack_layers` takes weights holding `tfe_layer_0` .. `tfe_layer_{n_tfe_layers - 1}` "
+            f"(n_tfe_layers={n_tfe_layers}); these hold {held}"
+        )
+    stacked = jax.tree.map(lambda *layers: jnp.stack(layers), *(weights[k] for k in keys))
+    return {_STACKED: stacked, **{k: v for k, v in weights.items() if k not in keys}}
+
+
+def unstack_layers(weights: jm.Weights) -> jm.Weights:
+    """The inverse of `stack_layers`: `tfe_layers` split into `tfe_layer_0 .. tfe_layer_{n-1}`.
+
+    Raises:
+        WeightsError: the weights hold no `tfe_layers`.
+    """
+    if _STACKED not in weights:
+        raise jm.WeightsError(f"`unstack_layers` takes weights holding `tfe_layers`; these hold {sorted(weights)}")
+    stacked = weights[_STACKED]
+    n = len(jax.tree.leaves(stacked)[0])
+    layers = {_loop_key(i): jax.tree.map(lambda a: a[i], stacked) for i in range(n)}
+    return {**layers, **{k: v for k, v in weights.items() if k != _STACKED}}

@@ -1,0 +1,30 @@
+"""Training: a small explicit loop on optax and orbax-checkpoint.
+
+* `TrainConfig`: the optimizer, schedule and bookkeeping knobs, validated on construction;
+* `make_optimizer`, `make_schedule`, `decay_mask`: gradient clipping, then AdamW on a linear
+  warmup + cosine (or constant) schedule, with weight decay on matrices only;
+* `Task`, `shuffled_batches`: what a model plugs into the loop (loss, batches, evaluation);
+* `train`: the loop, with a progress bar or log lines, a metrics history (`metrics.json`),
+  atomic keep-N checkpoints, exact resume and a clear stop (`TrainingDiverged`) on NaN/inf;
+* `load_weights`, `load_metadata`: a finished run's latest weights and metadata, for
+  inference.
+"""
+
+from jaxmake.training._checkpoint import Checkpoints as Checkpoints
+from jaxmake.training._checkpoint import load_weights as load_weights
+from jaxmake.training._config import Schedule as Schedule
+from jaxmake.training._config import TrainConfig as TrainConfig
+from jaxmake.training._loop import TrainResult as TrainResult
+from jaxmake.training._loop import TrainingDiverged as TrainingDiverged
+from jaxmake.training._loop import train as train
+from jaxmake.training._optimizer import decay_mask as decay_mask
+from jaxmake.training._optimizer import make_optimizer as make_optimizer
+from jaxmake.training._optimizer import make_schedule as make_schedule
+from jaxmake.training._progress import ProgressMode as ProgressMode
+from jaxmake.training._run_dir import History as History
+from jaxmake.training._run_dir import load_metadata as load_metadata
+from jaxmake.training._run_dir import record_results as record_results
+from jaxmake.training._task import Batch as Batch
+from jaxmake.training._task import LossFn as LossFn
+from jaxmake.training._task import Task as Task
+from jaxmake.training._task import shuffled_batches as shuffled_batches

@@ -1,0 +1,72 @@
+"""`TrainConfig`: every knob of the training loop, validated on construction."""
+
+from typing import Annotated, Literal
+
+from annotated_types import Interval
+
+import jaxmake as jm
+
+Schedule = Literal["cosine", "constant"]
+"""The learning-rate shape after warmup: cosine decay to 0, or constant at the peak."""
+
+
+class TrainConfig(jm.Config):
+    """How to train: optimizer, schedule, and how often to log, evaluate and checkpoint.
+
+    The defaults are the digits ViT recipe: AdamW at a peak learning rate of 2e-3, weight
+    decay 0.05 on matrices only, 5% linear warmup then cosine decay, batch 64.
+
+    Args:
+        steps: total optimizer steps of the run, in [1, 10**9]; a resumed run stops at
+            the same total.
+        batch_size: examples per step, in [1, 10**7]; read by the task's batch function
+            (see `shuffled_batches`), not by the loop itself.
+        learning_rate: peak learning rate of AdamW, in (0, 10].
+        warmup_fraction: share of `steps` spent warming the learning rate up linearly
+            from 0 to its peak, in [0, 1).
+        schedule: after warmup, `"cosine"` decays the learning rate to 0 at `steps`;
+            `"constant"` keeps it at the peak.
+        weight_decay: decoupled weight decay of AdamW (Loshchilov and Hutter, 2019) per
+            unit of learning rate, in [0, 10]; applied only to weights with 2 or more
+            dims (matrices, embeddings), never to biases and norm scales.
+        clip_norm: gradients are rescaled so that their global L2 norm is at most this,
+            in (0, 10**6]; a large value disables clipping in effect.
+        eval_every: evaluate every this many steps (and at the end), in [1, 10**9].
+        log_every: add an entry to the metrics history and print it every this many
+            steps, in [1, 10**9].
+        checkpoint_every: save a checkpoint every this many steps (and at the end), in
+            [1, 10**9].
+        keep_checkpoints: how many of the latest checkpoints to keep on disk, in
+            [1, 1000].
+        seed: seed of the per-step PRNG keys (`fold_in(key(seed), step)`) and of the
+            data order, in [0, 2**31 - 1].
+
+    Raises:
+        ConfigError: a field is out of range or of the wrong type.
+
+    Example:
+        >>> TrainConfig(steps=2000).learning_rate
+        0.002
+        >>> TrainConfig(steps=0)
+        Traceback (most recent call last):
+        ...
+        jaxmake._errors.ConfigError: `TrainConfig.steps`=0 must be >= 1
+    """
+
+    steps: Annotated[int, Interval(ge=1, le=10**9)]
+    batch_size: Annotated[int, Interval(ge=1, le=10**7)] = 64
+    learning_rate: Annotated[float, Interval(gt=0.0, le=10.0)] = 2e-3
+    warmup_fraction: Annotated[float, Interval(ge=0.0, lt=1.0)] = 0.05
+    schedule: Schedule = "cosine"
+    weight_decay: Annotated[float, Interval(ge=0.0, le=10.0)] = 0.05
+    clip_norm: Annotated[float, Interval(gt=0.0, le=1e6)] = 1.0
+    eval_every: Annotated[int, Interval(ge=1, le=10**9)] = 100
+    log_every: Annotated[int, Interval(ge=1, le=10**9)] = 10
+    checkpoint_every: Annotated[int, Interval(ge=1, le=10**9)] = 500
+    keep_checkpoints: Annotated[int, Interval(ge=1, le=1000)] = 3
+    seed: Annotated[int, Interval(ge=0, le=2**31 - 1)] = 0
+
+    @property
+    def warmup_steps(self) -> int:
+        """The number of warmup steps: `round(warmup_fraction * steps)`."""
+        return round(self.warmup_fraction * self.steps)

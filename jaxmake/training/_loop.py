@@ -1,0 +1,268 @@
+"""`train`: the training loop, written out so that it can be read in one sitting.
+
+One compiled step, `(weights, opt_state, batch, step) -> (weights, opt_state, scalars)`,
+runs `config.steps` times; `scalars` is one float32 vector (loss, learning rate, gradient
+norm, the task's metrics), so that reading it back costs one transfer per step. The
+vectors stay on the device between history entries (JAX runs ahead while Python prepares
+the next batch). At each entry the loop fetches them all at once, checks that every loss
+is finite, averages them and evaluates; at checkpoint steps it then saves. A checkpoint is
+therefore never saved before every step it contains has been checked. `metrics.json` is
+written at evaluation and checkpoint steps, and when the loop ends or stops.
+
+Resuming is exact because everything a step uses is either in the checkpoint (weights,
+optimizer state with its step count) or a function of the step number (the batch,
+`task.batch(step)`, and the key, `fold_in(key(seed), step)`).
+"""
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jax import Array
+
+import jaxmake as jm
+from jaxmake.training._checkpoint import Checkpoints, spec_like
+from jaxmake.training._config import TrainConfig
+from jaxmake.training._optimizer import make_optimizer, make_schedule
+from jaxmake.training._progress import ProgressMode, make_progress
+from jaxmake.training._run_dir import History, read_history, write_config, write_history
+from jaxmake.training._task import Batch, LossFn, Task
+
+RESERVED = ("step", "time", "loss", "lr", "grad_norm", "steps_per_s")
+"""History keys that the loop writes itself; a task's metrics may not use them."""
+
+_CHECKED = ("loss", "grad_norm")
+"""The scalars of a step that must be finite; a NaN gradient norm would poison the weights."""
+
+
+class TrainingDiverged(jm.JaxMakeError, FloatingPointError):
+    """A step's loss or gradient norm is not finite; the run stopped before saving it.
+
+    Attributes:
+        step: the step whose value is not finite (1-based: the `step`-th update).
+        metric: `"loss"` or `"grad_norm"`.
+        value: the value seen (`nan`, `inf` or `-inf`).
+    """
+
+    def __init__(self, message: str, *, step: int, metric: str, value: float) -> None:
+        super().__init__(message)
+        self.step = step
+        self.metric = metric
+        self.value = value
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` returns.
+
+    Args:
+        weights: the weights after the last step.
+        opt_state: the optimizer state after the last step.
+        history: every entry of `metrics.json`, earlier sessions of a resumed run included.
+    """
+
+    weights: jm.Weights
+    opt_state: Any
+    history: History
+
+
+def train(
+    task: Task,
+    weights: jm.Weights,
+    config: TrainConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    progress: ProgressMode | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train `weights` on `task` for `config.steps` optimizer steps, checkpointing in `run_dir`.
+
+    Step `s` (0-based) computes the loss of `task.batch(s)` with the key
+    `fold_in(key(config.seed), s)`, clips the gradients and applies AdamW (see
+    `make_optimizer`). A history entry is made every `config.log_every` steps and at
+    every evaluation and checkpoint step; it holds `step` (updates done), `loss`,
+    `grad_norm` (before clipping) and the task's metrics averaged since the previous entry, `lr` (of the
+    last step), `steps_per_s` (of the steps since the previous entry, compilation
+    included the first time), `time` (wall seconds since the run began) and, at
+    evaluation steps, `eval_<name>`.
+
+    Args:
+        task: the loss, batches and evaluation of the model.
+        weights: the initial weights (used for their structure only when resuming);
+            they are copied, never modified.
+        config: the optimizer, schedule, and how often to log, evaluate and checkpoint.
+        run_dir: where `config.json`, `metrics.json` and `checkpoints/` are written.
+        resume: continue from the latest checkpoint in `run_dir` (start afresh if it
+            has none). The resumed run repeats the uninterrupted one bit for bit, given
+            the same `task`, `config` and machine.
+        progress: `"bar"`, `"lines"`, `"off"`, or `None` for a bar on a terminal and
+            lines otherwise.
+        metadata: JSON values or dataclasses (e.g. `{"model": vit_config}`) stored in
+            `config.json` with the `TrainConfig`, for whoever loads the run later.
+
+    Returns:
+        The final weights, optimizer state and history.
+
+    Raises:
+        TrainingDiverged: a step's loss or gradient norm is not finite; nothing of that
+            step or later is saved, so the latest checkpoint is the last good one.
+        WeightsError: resuming from a checkpoint whose weights do not match `weights`;
+            lists every missing, extra and mis-shaped path.
+        FileExistsError: `run_dir` already holds checkpoints and `resume` is false.
+        ValueError: a metric of the task uses a name of `RESERVED`.
+    """
+    run_dir = Path(run_dir)
+    optimizer, schedule = make_optimizer(config), make_schedule(config)
+    with Checkpoints(run_dir, keep=config.keep_checkpoints) as checkpoints:
+        latest = checkpoints.latest_step()
+        if latest is not None and not resume:
+            raise FileExistsError(
+                f"`{run_dir}` already holds checkpoints of steps {checkpoints.steps()}; pass "
+                f"`resume=True` to continue that run, or choose another `run_dir`"
+            )
+        history: History = []
+        if latest is None:
+            weights = jax.tree.map(jnp.array, weights)  # a copy of our own: each step donates it
+            opt_state = optimizer.init(weights)
+        else:
+            weights, opt_state = _restore(checkpoints, latest, weights, optimizer)
+            history = [entry for entry in read_history(run_dir) if entry["step"] <= latest]
+        write_config(run_dir, config, metadata)
+        start = latest or 0
+        step_fn, names = _compile_step(task.loss, optimizer, schedule, config.seed)
+        reporter = make_progress(progress, config.steps, start)
+        began = time.perf_counter() - (history[-1]["time"] if history else 0.0)
+        pending: list[Array] = []  # the scalars of the steps since the last entry
+        window_began = time.perf_counter()
+        try:
+            for step in range(start, config.steps):
+                weights, opt_state, scalars = step_fn(weights, opt_state, task.batch(step), step)
+                pending.append(scalars)
+                done = step + 1
+                last = done == config.steps
+                evaluate = done % config.eval_every == 0 or last
+                save = done % config.checkpoint_every == 0 or last
+                if not (evaluate or save or done % config.log_every == 0):
+                    continue  # no entry at this step: keep the device running ahead
+
+                values = np.stack(jax.device_get(pending))  # [steps since the last entry, scalars]
+                _check_finite(values, names, done - len(values), config, checkpoints)
+                entry = _average(values, names, done)
+                entry["steps_per_s"] = len(values) / (time.perf_counter() - window_began)
+                pending = []
+                if evaluate and task.evaluate is not None:
+                    entry |= {f"eval_{name}": float(value) for name, value in task.evaluate(weights).items()}
+                entry["time"] = time.perf_counter() - began
+                history.append(entry)
+                reporter.report(entry)
+                if evaluate or save:
+                    write_history(run_dir, history)
+                if save:
+                    checkpoints.save(done, weights, opt_state)
+                window_began = time.perf_counter()
+        finally:
+            write_history(run_dir, history)
+            reporter.close()
+    return TrainResult(weights, opt_state, history)
+
+
+_StepOut = tuple[jm.Weights, Any, Array]
+_StepFn = Callable[[jm.Weights, Any, Batch, int], _StepOut]
+
+
+def _compile_step(
+    loss: LossFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule, seed: int
+) -> tuple[_StepFn, list[str]]:
+    """The jitted step `(weights, opt_state, batch, step) -> (weights, opt_state, scalars)`.
+
+    It donates the weights and optimizer state it is given (their buffers are reused).
+
+    Returns:
+        The step, and the names of the entries of its `scalars` vector: `loss`, `lr`,
+        `grad_norm`, then the task's metrics. The list is filled in when the step is
+        first traced (by its first call).
+    """
+    names: list[str] = []
+
+    def step_fn(weights: jm.Weights, opt_state: Any, batch: Batch, step: Array) -> _StepOut:
+        rng = jr.fold_in(jr.key(seed), step)
+        (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(weights, batch, rng)
+        _check_metrics(metrics)
+        updates, opt_state = optimizer.update(grads, opt_state, weights)
+        weights = optax.apply_updates(weights, updates)
+        scalars = {"loss": loss_value, "lr": schedule(step), "grad_norm": _global_norm(grads), **metrics}
+        names[:] = scalars
+        return weights, opt_state, jnp.stack([jnp.asarray(value, jnp.float32) for value in scalars.values()])
+
+    compiled: _StepFn = jax.jit(step_fn, donate_argnums=(0, 1))
+    return compiled, names
+
+
+def _check_metrics(metrics: Mapping[str, Any]) -> None:
+    """Raise `ValueError` for a metric that shadows a history key or is not a scalar."""
+    clash = sorted(set(metrics) & set(RESERVED))
+    if clash:
+        raise ValueError(f"the task's metrics may not be named {clash}: the loop writes {list(RESERVED)} itself")
+    for name, value in metrics.items():
+        if jnp.shape(value) != ():
+            raise ValueError(f"the task's metric `{name}` must be a scalar, got shape {jnp.shape(value)}")
+
+
+def _global_norm(tree: Any) -> Array:
+    """The L2 norm of all the arrays of a tree together, in float32 (what clipping looks at)."""
+    squares = (jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree))
+    return jnp.sqrt(sum(squares, jnp.float32(0.0)))
+
+
+def _restore(
+    checkpoints: Checkpoints, step: int, weights: jm.Weights, optimizer: optax.GradientTransformation
+) -> tuple[jm.Weights, Any]:
+    """The weights and optimizer state of checkpoint `step`, checked against `weights` first."""
+    checkpoints.check(step, spec_like(weights), "the weights given to `train`")
+    # Only shapes and dtypes are used: `eval_shape` runs no computation, `restore` reads no values.
+    return checkpoints.restore(step, weights, jax.eval_shape(optimizer.init, weights))
+
+
+def _check_finite(
+    values: np.ndarray[Any, Any], names: list[str], first: int, config: TrainConfig, checkpoints: Checkpoints
+) -> None:
+    """Raise `TrainingDiverged` at the first step (of `first + 1, first + 2, ...`) with a value that is not finite."""
+    columns = [names.index(metric) for metric in _CHECKED]
+    bad_rows, bad_columns = np.nonzero(~np.isfinite(values[:, columns]))
+    if not len(bad_rows):
+        return
+    step, metric = first + int(bad_rows[0]) + 1, _CHECKED[int(bad_columns[0])]
+    value = float(values[bad_rows[0], columns[bad_columns[0]]])
+    checkpoints.wait()
+    latest = checkpoints.latest_step()
+    kept = (
+        f"the latest checkpoint is still step {latest} in `{checkpoints.directory}` (`resume=True` restarts from it)"
+        if latest is not None
+        else "no checkpoint was saved yet"
+    )
+    raise TrainingDiverged(
+        f"training diverged at step {step} of {config.steps}: `{metric}` is {value} "
+        f"(computed on `task.batch({step - 1})`). Nothing of this step or later was "
+        f"saved; {kept}. Try a lower `learning_rate` (now {config.learning_rate}) or "
+        f"`clip_norm` (now {config.clip_norm}), or check that batch.",
+        step=step,
+        metric=metric,
+        value=value,
+    )
+
+
+def _average(values: np.ndarray[Any, Any], names: list[str], step: int) -> dict[str, float]:
+    """The entry of `step`: each scalar's mean over the steps since the last entry; `lr` of the last step."""
+    means = values.mean(axis=0, dtype=np.float64)
+    entry: dict[str, float] = {"step": step} | {name: float(mean) for name, mean in zip(names, means)}
+    entry["lr"] = float(values[-1, names.index("lr")])
+    return entry

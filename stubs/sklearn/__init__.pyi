@@ -1,0 +1,1 @@
+# scikit-learn ships no type information; these stubs cover only what jaxmake imports.

@@ -1,0 +1,23 @@
+"""The public names of `jaxmake.training` are part of the contract (the CLI and examples use them)."""
+
+import types
+
+import jaxmake as jm
+from jaxmake import training
+
+PUBLIC = [
+    "Batch", "Checkpoints", "History", "LossFn", "ProgressMode", "Schedule", "Task", "TrainConfig", "TrainResult",
+    "TrainingDiverged", "decay_mask", "load_metadata", "load_weights", "make_optimizer", "make_schedule", "record_results",
+    "shuffled_batches", "train",
+]  # fmt: skip
+
+
+def test_public_names_are_pinned() -> None:
+    names = [name for name, value in vars(training).items() if not name.startswith("_") and not isinstance(value, types.ModuleType)]
+    assert sorted(names) == sorted(PUBLIC)
+
+
+def test_training_diverged_is_a_jaxmake_error() -> None:
+    assert issubclass(training.TrainingDiverged, jm.JaxMakeError)
+    assert issubclass(training.TrainingDiverged, FloatingPointError)
+    assert issubclass(training.TrainConfig, jm.Config)
