@@ -60,6 +60,27 @@ class Vit(jm.Config):
     Combining positions by `"dot"` (the seed's choice) multiplies the tokens by a product
     of small numbers; `"sum"` makes the same weight tree and trains better.
 
+    Args:
+        universal: share one transformer layer across depth.
+        n_tfe_layers: transformer layers.
+        n_heads: attention heads; they must divide `dim_model`.
+        dim_model: the width of every token.
+        dropout_keep_rate: keep rate of dropout in the encoder and the patch MLP, in (0, 1].
+        eps: the LayerNorm epsilon, in [1e-12, 1].
+        mlp_n_hidden: hidden widths of each transformer layer's MLP.
+        mlp_activation: the activation of every MLP.
+        scan_layers: stack the layers' weights and run them with `jax.lax.scan`.
+        dict_init_scale: scales the initial mask and output embeddings, in (0, 100].
+        hwc: the image's height, width and channels.
+        n_patches_side: patches per side; it must divide the height and the width.
+        mlp_n_hidden_patches: hidden widths of the patch MLP.
+        dim_output: output tokens prepended to the patches (the first gives the logits).
+        dict_size_output: the number of classes.
+        input_keep_rate: during training, the probability of keeping each patch rather
+            than replacing it by the mask embedding, in (0, 1].
+        pos_init_scale: the std of the initial position tables, in (0, 100].
+        positional_encode_strategy: `"dot"` (multiply, as the seed) or `"sum"` (add).
+
     Example:
         >>> vit = Vit.make(Vit())
         >>> shapes = jax.tree.map(jnp.shape, jm.abstract_weights(vit.weight_params))
