@@ -65,11 +65,9 @@ class TrainDigits(jm.Config):
         vit = Vit.make(self.model)
         weights = jm.make_weights(jax.random.key(self.seed), vit.weight_params)
         metadata = {"model": "Vit", "config": config_dict(self.model), "task": {"name": "digits", "augment": self.augment}}
-        started = time.perf_counter()
-        training.train(task, weights, config, self.out, resume=self.resume, metadata=metadata)
-        seconds = time.perf_counter() - started
-        results = _results(self.out)
-        plot_history(self.out, "ViT on digits", ["test_accuracy"])
+        results, seconds = _train_and_plot(
+            task, weights, config, self.out, self.resume, metadata, ("ViT on digits", ["test_accuracy"]), {}
+        )
         print(
             f"test accuracy {results['test_accuracy']:.2%} after {self.epochs} epochs ({config.steps} steps) in "
             f"{seconds:.0f} s; run folder {self.out}"
@@ -116,15 +114,13 @@ class TrainChars(jm.Config):
         task = chars_task(gpt, text, self.batch_size, self.seed)
         weights = jm.make_weights(jax.random.key(self.seed), Gpt.make(gpt).weight_params)
         metadata = {"model": "Gpt", "config": config_dict(gpt), "task": {"name": "chars", "vocab": list(text.vocab.chars)}}
-        started = time.perf_counter()
-        training.train(task, weights, config, self.out, resume=self.resume, metadata=metadata)
-        baseline = data.unigram_entropy(text.train, text.valid, text.vocab.size)
-        training.record_results(self.out, {"unigram_baseline": baseline})
-        results = _results(self.out)
-        plot_history(self.out, "GPT on characters", ["valid_loss"])
+        baseline = {"unigram_baseline": data.unigram_entropy(text.train, text.valid, text.vocab.size)}
+        results, seconds = _train_and_plot(
+            task, weights, config, self.out, self.resume, metadata, ("GPT on characters", ["valid_loss"]), baseline
+        )
         print(
-            f"validation loss {results['valid_loss']:.3f} nats/char vs the unigram baseline {baseline:.3f} after "
-            f"{self.steps} steps in {time.perf_counter() - started:.0f} s; run folder {self.out}"
+            f"validation loss {results['valid_loss']:.3f} nats/char vs the unigram baseline "
+            f"{results['unigram_baseline']:.3f} after {self.steps} steps in {seconds:.0f} s; run folder {self.out}"
         )
 
 
@@ -227,7 +223,23 @@ def _metadata(run: Path) -> dict[str, Any]:
     return training.load_metadata(run)
 
 
-def _results(run: Path) -> dict[str, float]:
-    results: dict[str, float] = json.loads((run / "metrics.json").read_text())["results"]
-    return results
+def _train_and_plot(
+    task: training.Task,
+    weights: jm.Weights,
+    config: training.TrainConfig,
+    out: Path,
+    resume: bool,
+    metadata: dict[str, Any],
+    plot: tuple[str, list[str]],
+    extra_results: dict[str, float],
+) -> tuple[dict[str, float], float]:
+    """Train, add `extra_results` to `metrics.json`, plot (title, evaluations); the results and seconds."""
+    started = time.perf_counter()
+    training.train(task, weights, config, out, resume=resume, metadata=metadata)
+    seconds = time.perf_counter() - started
+    if extra_results:
+        training.record_results(out, extra_results)
+    results: dict[str, float] = json.loads((out / "metrics.json").read_text())["results"]
+    plot_history(out, *plot)
+    return results, seconds
 

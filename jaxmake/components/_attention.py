@@ -35,9 +35,18 @@ Ports compare by name, so this also finds the masked process of `TransformerLaye
 _PIPELINE_PORTS = jm.make_ports({jm.Input: Float[Array, "T dim_input"]}, {jm.Output: Float[Array, "T dim_model"]})
 
 
-def heads_rule(n_heads: int, dim_model: int) -> str:
-    """The rule that `n_heads` and `dim_model` break (`n_heads` must divide `dim_model`), or `""`."""
-    return f"must divide `dim_model`={dim_model}" if dim_model % n_heads else ""
+class _HeadsConfig(Protocol):
+    @property
+    def n_heads(self) -> int: ...
+    @property
+    def dim_model(self) -> int: ...
+    def error(self, field: str, rule: str) -> jm.ConfigError: ...
+
+
+def check_heads(config: _HeadsConfig) -> None:
+    """Raise `ConfigError` on `n_heads` unless it divides `dim_model` (shared by every config with heads)."""
+    if config.dim_model % config.n_heads:
+        raise config.error("n_heads", f"must divide `dim_model`={config.dim_model}")
 
 
 class SelfMultiHeadAttn(jm.Config):
@@ -80,9 +89,7 @@ class SelfMultiHeadAttn(jm.Config):
     dim_input: Size
 
     def validate(self) -> None:
-        rule = heads_rule(self.n_heads, self.dim_model)
-        if rule:
-            raise self.error("n_heads", rule)
+        check_heads(self)
 
     @classmethod
     def make(cls, config: SelfMultiHeadAttnConfigs) -> jm.Component:

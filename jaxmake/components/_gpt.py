@@ -10,7 +10,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, Int
 
 import jaxmake as jm
-from jaxmake.components._attention import heads_rule
+from jaxmake.components._attention import check_heads
 from jaxmake.components._embedding import Embeddings
 from jaxmake.components._fields import Activation, Eps, InitScale, KeepRate, Size
 from jaxmake.components._functional import softmax_cross_entropy
@@ -80,9 +80,7 @@ class Gpt(jm.Config):
     pos_init_scale: InitScale = 1.0
 
     def validate(self) -> None:
-        rule = heads_rule(self.n_heads, self.dim_model)
-        if rule:
-            raise self.error("n_heads", rule)
+        check_heads(self)
 
     @classmethod
     def make(cls, config: GptConfigs) -> jm.Component:

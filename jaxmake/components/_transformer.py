@@ -9,7 +9,7 @@ import jax.random as jr
 from jaxtyping import Array, Bool, Float
 
 import jaxmake as jm
-from jaxmake.components._attention import SelfMultiHeadAttn, heads_rule
+from jaxmake.components._attention import SelfMultiHeadAttn, check_heads
 from jaxmake.components._dropout import Dropout
 from jaxmake.components._fields import Activation, Eps, KeepRate, Size
 from jaxmake.components._linear import Mlp
@@ -101,9 +101,7 @@ class TransformerLayer(jm.Config):
     scan_layers: bool = False
 
     def validate(self) -> None:
-        rule = heads_rule(self.n_heads, self.dim_model)
-        if rule:
-            raise self.error("n_heads", rule)
+        check_heads(self)
 
     @classmethod
     def make(cls, config: TransformerLayerConfigs) -> jm.Component:
@@ -219,9 +217,7 @@ class TransformerEncoder(jm.Config):
     scan_layers: bool = False
 
     def validate(self) -> None:
-        rule = heads_rule(self.n_heads, self.dim_model)
-        if rule:
-            raise self.error("n_heads", rule)
+        check_heads(self)
 
     @classmethod
     def make(cls, config: TransformerEncoderConfigs) -> jm.Component:

@@ -8,7 +8,7 @@ import jax.random as jr
 from jaxtyping import Array, Float
 
 import jaxmake as jm
-from jaxmake.components._attention import heads_rule
+from jaxmake.components._attention import check_heads
 from jaxmake.components._embedding import LOGITS_PORTS, Embeddings
 from jaxmake.components._fields import Activation, Eps, InitScale, KeepRate, Size
 from jaxmake.components._norm import LayerNorm
@@ -108,9 +108,7 @@ class Vit(jm.Config):
     positional_encode_strategy: Literal["dot", "sum"] = "dot"
 
     def validate(self) -> None:
-        rule = heads_rule(self.n_heads, self.dim_model)
-        if rule:
-            raise self.error("n_heads", rule)
+        check_heads(self)
         for axis, side in (("height", self.hwc[0]), ("width", self.hwc[1])):
             if side % self.n_patches_side:
                 raise self.error("n_patches_side", f"must divide the image {axis} {side} (from `hwc`={self.hwc})")
