@@ -5,7 +5,10 @@ docstrings into options and help. A user error (a bad value, an unknown key in a
 file) is one line on stderr and exit status 2, never a traceback.
 """
 
+import contextlib
 import dataclasses
+import io
+import re
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -29,13 +32,21 @@ class Train:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Run the `jaxmake` command line; returns the exit status."""
-    command = tyro.extras.subcommand_cli_from_dict(
-        {"train": Train, "sample": Sample, "summary": Summary, "check": Check},
-        prog="jaxmake",
-        description="jaxmake: configs -> make -> components -> weights -> jit.",
-        args=args,
-        config=(tyro.conf.OmitSubcommandPrefixes,),
-    )
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            command = tyro.extras.subcommand_cli_from_dict(
+                {"train": Train, "sample": Sample, "summary": Summary, "check": Check},
+                prog="jaxmake",
+                description="jaxmake: configs -> make -> components -> weights -> jit.",
+                args=args,
+                config=(tyro.conf.OmitSubcommandPrefixes,),
+            )
+    except SystemExit as exit:
+        if exit.code in (0, None):
+            raise
+        print(f"jaxmake: error: {_one_line(errors.getvalue())}", file=sys.stderr)
+        return 2
     try:
         if isinstance(command, Train):
             command.job.run()
@@ -50,6 +61,24 @@ def main(args: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["entry_point", "main"]
+
+
+def _one_line(box: str) -> str:
+    """The message of one of tyro's error boxes, on one line, without tyro's internal names.
+
+    A box is a title, then the message (wrapped over several lines), then rules and help;
+    rich draws it with box-drawing characters, or in plain text where it cannot.
+    """
+    rule = re.compile(r"^[\s│|╭╮╰╯+─-]*$")
+    lines = iter("" if rule.match(line) else line.strip().strip("│|").strip() for line in box.splitlines())
+    next((line for line in lines if line), "")  # the title: "Value error", "Unrecognized options"
+    message: list[str] = []
+    for line in lines:
+        if line:
+            message.append(line)
+        elif message:
+            break
+    return re.sub(r"Error parsing [\w.:-]*__tyro[\w.:-]*: ", "", " ".join(message)).replace("Error parsing ", "")
 
 
 def entry_point() -> None:

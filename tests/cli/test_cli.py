@@ -114,10 +114,24 @@ def test_a_run_config_can_be_checked(chars_run: Path, capsys: pytest.CaptureFixt
     assert "Gpt(" in capsys.readouterr().out
 
 
-def test_bad_flag_values_exit_2_without_a_traceback() -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "digits", "--epochs", "0"], "`TrainDigits.epochs`=0 must be >= 1"),
+        (["train", "digits", "--epochs", "x"], "--epochs: invalid literal for int() with base 10: 'x'"),
+        (["train", "digits", "--model.n-heads", "5"], "`Vit.n_heads`=5 must divide `dim_model`=64"),
+        (["summary", "Vit", "--bogus"], "Unrecognized options: --bogus"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"jaxmake: error: {message}\n"
+
+
+def test_the_console_script_exits_2_without_a_traceback() -> None:
     result = subprocess.run(
         [sys.executable, "-c", "from jaxmake.cli import entry_point; entry_point()", "train", "digits", "--epochs", "0"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2
-    assert "`TrainDigits.epochs`=0 must be >= 1" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr == "jaxmake: error: `TrainDigits.epochs`=0 must be >= 1\n"
