@@ -17,6 +17,12 @@ from jaxmake._errors import ConfigError as ConfigError
 from jaxmake._errors import JaxMakeError as JaxMakeError
 from jaxmake._errors import ShapeError as ShapeError
 from jaxmake._errors import WeightsError as WeightsError
+from jaxmake._init import fold_in_name as fold_in_name
+from jaxmake._init import make_weights as make_weights
+from jaxmake._partition import Rules as Rules
+from jaxmake._partition import ShardingError as ShardingError
+from jaxmake._partition import partition_spec as partition_spec
+from jaxmake._partition import weight_shardings as weight_shardings
 from jaxmake._ports import Input as Input
 from jaxmake._ports import Output as Output
 from jaxmake._ports import ProcessPorts as ProcessPorts
@@ -28,9 +34,7 @@ from jaxmake._weights import WeightParamsTree as WeightParamsTree
 from jaxmake._weights import Weights as Weights
 from jaxmake._weights import abstract_weights as abstract_weights
 from jaxmake._weights import check_weights as check_weights
-from jaxmake._weights import fold_in_name as fold_in_name
 from jaxmake._weights import get_at as get_at
-from jaxmake._weights import make_weights as make_weights
 from jaxmake._weights import set_at as set_at
 from jaxmake._weights import stack_params as stack_params
 

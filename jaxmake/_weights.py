@@ -7,18 +7,14 @@ path in the tree, so adding, removing or reordering siblings never changes a wei
 """
 
 import dataclasses
-import functools
 import math
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, get_args
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
-from jax import Array
 from jax.typing import DTypeLike
 
 from jaxmake._errors import ConfigError, WeightsError, array_str
@@ -30,8 +26,6 @@ ArrayGen = Literal[
 
 _ARRAY_GENS: frozenset[str] = frozenset(get_args(ArrayGen))
 _RANDOM_FLOAT_GENS = frozenset({"kaiming", "xavier", "normal", "truncated_normal", "embedding"})
-# Standard deviation of a standard normal truncated to [-2, 2].
-_TRUNCATED_NORMAL_STD = 0.87962566103423978
 
 
 @dataclass(frozen=True)
@@ -117,77 +111,6 @@ Weights: TypeAlias = dict[str, Any]
 """A nested dict of arrays whose keys mirror the component tree, as `make_weights` returns."""
 
 
-def make_weights(rng: Array, weight_params: WeightParamsTree) -> Weights:
-    """Initialise every weight of a spec tree.
-
-    Args:
-        rng: a PRNG key (`jax.random.key(seed)`). The key of each array is `rng` folded
-            with each name on its path, so an array depends only on `rng` and its path,
-            and `make_weights(fold(rng, "a"), spec["a"])` equals `make_weights(rng, spec)["a"]`.
-        weight_params: the spec tree.
-
-    Returns:
-        A nested dict of arrays with exactly the keys, shapes and dtypes of the spec;
-        empty sub-dicts stay empty dicts.
-
-    Raises:
-        WeightsError: the spec tree holds something other than `WeightParams` and mappings.
-
-    Example:
-        >>> spec = {"w": WeightParams((2, 3)), "b": WeightParams((3,), init=0), "dropout": {}}
-        >>> weights = make_weights(jax.random.key(0), spec)
-        >>> jax.tree.map(jnp.shape, weights)
-        {'b': (3,), 'dropout': {}, 'w': (2, 3)}
-    """
-    if not isinstance(rng, jax.Array):
-        raise TypeError(f"`make_weights` takes a PRNG key such as `jax.random.key(0)`, got {array_str(rng)}")
-    _check_spec(weight_params, ())
-    return _make_tree(rng, weight_params)
-
-
-def _make_tree(rng: Array, tree: WeightParamsTree) -> Weights:
-    return {
-        name: _init_array(fold_in_name(rng, name), spec)
-        if isinstance(spec, WeightParams)
-        else _make_tree(fold_in_name(rng, name), spec)
-        for name, spec in tree.items()
-    }
-
-
-def fold_in_name(rng: Array, name: str) -> Array:
-    """The key of the sub-tree `name` under `rng`: `rng` folded with a stable hash of `name`."""
-    return jr.fold_in(rng, zlib.crc32(name.encode()))
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _init_array(key: Array, spec: WeightParams) -> Array:
-    """One array, by a program compiled once per distinct spec (and reused across trees)."""
-    shape, dtype, scale = spec.shape, spec.dtype, spec.scale
-    own = shape[spec.stack :]
-    fan_in = math.prod(own[:-1]) if len(own) > 1 else math.prod(own)
-    fan_out = own[-1] if own else 1
-    match spec.init:
-        case "kaiming":
-            return jr.normal(key, shape, dtype) * (scale * math.sqrt(2 / max(fan_in, 1)))
-        case "xavier":
-            return jr.normal(key, shape, dtype) * (scale * math.sqrt(2 / max(fan_in + fan_out, 1)))
-        case "normal":
-            return jr.normal(key, shape, dtype) * scale
-        case "truncated_normal":
-            draw = jr.truncated_normal(key, -2.0, 2.0, shape, dtype)
-            return draw * (scale / _TRUNCATED_NORMAL_STD)
-        case "embedding":
-            return jr.normal(key, shape, dtype) * (scale / math.sqrt(max(fan_out, 1)))
-        case "dropout":
-            return jr.bernoulli(key, scale, shape).astype(dtype)
-        case "zeros":
-            return jnp.zeros(shape, dtype)
-        case "ones":
-            return jnp.full(shape, scale, dtype)
-        case _:
-            return jnp.full(shape, spec.init * scale, dtype)
-
-
 def stack_params(weight_params: WeightParamsTree, n: int, axis: str | None = "layers") -> dict[str, Any]:
     """The spec of `n` independent copies of a tree, stacked on a new leading axis.
 
@@ -199,8 +122,8 @@ def stack_params(weight_params: WeightParamsTree, n: int, axis: str | None = "la
         >>> stack_params({"w": WeightParams((3, 4), axes=("embed", "mlp"))}, 6)["w"]
         WeightParams(shape=(6, 3, 4), init='kaiming', scale=1.0, dtype=dtype('float32'), axes=('layers', 'embed', 'mlp'), stack=1)
     """
-    _check_spec(weight_params, ())
-    return _map_spec(
+    check_spec(weight_params, ())
+    return map_params(
         weight_params,
         lambda spec: dataclasses.replace(
             spec,
@@ -213,15 +136,25 @@ def stack_params(weight_params: WeightParamsTree, n: int, axis: str | None = "la
 
 def abstract_weights(weight_params: WeightParamsTree) -> dict[str, Any]:
     """The weights tree as `jax.ShapeDtypeStruct`s: for `jax.eval_shape` and restoring."""
-    _check_spec(weight_params, ())
-    return _map_spec(weight_params, lambda spec: jax.ShapeDtypeStruct(spec.shape, spec.dtype))
+    check_spec(weight_params, ())
+    return map_params(weight_params, lambda spec: jax.ShapeDtypeStruct(spec.shape, spec.dtype))
 
 
-def _map_spec(tree: WeightParamsTree, fn: Any) -> dict[str, Any]:
+def map_params(tree: WeightParamsTree, fn: Any) -> dict[str, Any]:
+    """`fn` applied to every `WeightParams` of a spec tree, keys (and empty dicts) kept."""
     return {
-        name: fn(spec) if isinstance(spec, WeightParams) else _map_spec(spec, fn)
+        name: fn(spec) if isinstance(spec, WeightParams) else map_params(spec, fn)
         for name, spec in tree.items()
     }
+
+
+def param_leaves(tree: WeightParamsTree, prefix: str = "") -> Iterator[tuple[str, WeightParams]]:
+    """`(dotted path, spec)` for every `WeightParams` of a spec tree."""
+    for name, spec in tree.items():
+        if isinstance(spec, WeightParams):
+            yield f"{prefix}{name}", spec
+        else:
+            yield from param_leaves(spec, f"{prefix}{name}.")
 
 
 def check_weights(weight_params: WeightParamsTree, weights: Mapping[str, Any]) -> None:
@@ -279,7 +212,8 @@ def _value_str(value: object) -> str:
     return array_str(value)
 
 
-def _check_spec(tree: object, path: tuple[str, ...]) -> None:
+def check_spec(tree: object, path: tuple[str, ...] = ()) -> None:
+    """Raise `WeightsError` unless `tree` holds only `WeightParams` and mappings with str keys."""
     if not isinstance(tree, Mapping):
         where = f"at `{_path_str(path)}`" if path else "at the root"
         raise WeightsError(
@@ -290,7 +224,7 @@ def _check_spec(tree: object, path: tuple[str, ...]) -> None:
         if not isinstance(name, str):
             raise WeightsError(f"weight names are strings; `{_path_str(path) or 'the root'}` has the key {name!r}")
         if not isinstance(spec, WeightParams):
-            _check_spec(spec, (*path, name))
+            check_spec(spec, (*path, name))
 
 
 PathLike: TypeAlias = str | Sequence[str]

@@ -9,7 +9,7 @@ PUBLIC = [
     "Input", "JaxMakeError", "Output", "Pipeline", "Process", "ProcessPorts", "ShapeError", "WeightParams",
     "WeightParamsTree", "Weights", "WeightsError", "abstract_weights", "check_weights", "current_path",
     "fold_in_name", "get_at", "make_ports", "make_weights", "merge_params", "pipeline_ports", "recorded_contracts", "scope",
-    "sequential", "set_at", "stack_params",
+    "sequential", "set_at", "stack_params", "Rules", "ShardingError", "partition_spec", "weight_shardings",
 ]
 
 

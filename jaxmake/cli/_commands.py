@@ -4,7 +4,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,7 @@ from jaxmake.cli._plot import plot_history
 from jaxmake.cli._summary import summary_table
 from jaxmake.cli._tasks import DIGITS_VIT, chars_gpt, chars_task, digits_task
 from jaxmake.components import Gpt, Vit, generate
+from jaxmake.sharding import RULES
 
 Count = Annotated[int, Ge(1)]
 Rate = Annotated[float, Gt(0), Le(1)]
@@ -169,11 +170,13 @@ class Summary(jm.Config):
         model: a library config class, e.g. Vit, Gpt, Mlp.
         config: a TOML or JSON file with a `config` table of fields (and `model`).
         set: field values as `FIELD=VALUE` (VALUE in JSON: `n_in=3`, `n_hidden=[4,4]`).
+        rules: also show each weight's partition spec under a rule preset (dp, fsdp, tp, fsdp_tp).
     """
 
     model: Positional[str]
     config: Path | None = None
     set: tuple[str, ...] = ()
+    rules: Literal["dp", "fsdp", "tp", "fsdp_tp"] | None = None
 
     def run(self) -> None:
         cls = model_class(self.model)
@@ -193,7 +196,7 @@ class Summary(jm.Config):
                 fields[name] = value
         config = build_config(cls, fields, "jaxmake summary (set fields with --set FIELD=VALUE or --config FILE)")
         component = cls.make(config)  # type: ignore[attr-defined]
-        print(summary_table(repr(config), component.weight_params))
+        print(summary_table(repr(config), component.weight_params, None if self.rules is None else RULES[self.rules]))
 
 
 class Check(jm.Config):

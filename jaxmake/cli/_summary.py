@@ -2,6 +2,7 @@
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -19,22 +20,31 @@ def weight_rows(weight_params: jm.WeightParamsTree, prefix: str = "") -> Iterato
             yield from weight_rows(spec, f"{path}.")
 
 
-def summary_table(title: str, weight_params: jm.WeightParamsTree) -> str:
-    """The table: path, shape, dtype, parameter count and bytes of each weight, and totals."""
-    rows: list[tuple[str, ...]] = [("path", "shape", "dtype", "params", "bytes")]
+def summary_table(title: str, weight_params: jm.WeightParamsTree, rules: jm.Rules | None = None) -> str:
+    """The table: path, shape, dtype, parameter count and bytes of each weight, and totals.
+
+    With `rules`, a last column gives each weight's partition spec under them.
+    """
+    rows: list[tuple[str, ...]] = [("path", "shape", "dtype", "params", "bytes", *(("partition",) if rules is not None else ()))]
     total_params = total_bytes = 0
     for path, spec in weight_rows(weight_params):
         count = math.prod(spec.shape)
         size = count * np.dtype(spec.dtype).itemsize
         total_params, total_bytes = total_params + count, total_bytes + size
-        rows.append((path, str(spec.shape), str(np.dtype(spec.dtype)), f"{count:,}", f"{size:,}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        partition = () if rules is None else (_spec_str(jm.partition_spec(spec, rules)),)
+        rows.append((path, str(spec.shape), str(np.dtype(spec.dtype)), f"{count:,}", f"{size:,}", *partition))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     aligned = [
-        "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows
+        "  ".join(cell.rjust(w) if i in (3, 4) else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+        for row in rows
     ]
     n_arrays = len(rows) - 1
     footer = f"total: {total_params:,} parameters in {n_arrays} arrays, {total_bytes:,} bytes ({_human(total_bytes)})"
     return "\n".join([title, aligned[0], "-" * len(aligned[0]), *aligned[1:], footer])
+
+
+def _spec_str(spec: Any) -> str:
+    return "(" + ", ".join("-" if axis is None else str(axis) for axis in spec) + ")" if len(spec) else "replicated"
 
 
 def _human(n_bytes: int) -> str:

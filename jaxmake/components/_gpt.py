@@ -77,7 +77,7 @@ class Gpt(jm.Config):
     mlp_activation: Activation = "gelu"
     scan_layers: bool = False
     dict_init_scale: InitScale = 1.0
-    pos_init_scale: InitScale = 1.0
+    pos_init_scale: InitScale = 0.02
 
     def validate(self) -> None:
         check_heads(self)

@@ -82,6 +82,8 @@ def test_summary_tables(capsys: pytest.CaptureFixture[str]) -> None:
     assert table[-1] == "total: 5,808 parameters in 62 arrays, 23,232 bytes (22.7 KiB)"
     assert main(["summary", "Linear", "--set", "n_in=3", "n_out=2"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "total: 8 parameters in 2 arrays, 32 bytes (32.0 B)"
+    assert main(["summary", "Linear", "--set", "n_in=4", "n_out=2", "--rules", "fsdp_tp"]) == 0
+    assert capsys.readouterr().out.splitlines()[3].split() == ["b", "(2,)", "float32", "2", "8", "(model)"]
     assert main(["summary", "Linear"]) == 2
     assert "`Linear` needs 'n_in', 'n_out'" in capsys.readouterr().err
     assert main(["summary", "Resnet"]) == 2
