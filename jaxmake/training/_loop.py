@@ -27,6 +27,7 @@ import jax.random as jr
 import numpy as np
 import optax
 from jax import Array
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxmake as jm
 from jaxmake.training._checkpoint import Checkpoints, spec_like
@@ -83,6 +84,8 @@ def train(
     resume: bool = False,
     progress: ProgressMode | None = None,
     metadata: Mapping[str, Any] | None = None,
+    mesh: Mesh | None = None,
+    data_axis: str = "data",
 ) -> TrainResult:
     """Train `weights` on `task` for `config.steps` optimizer steps, checkpointing in `run_dir`.
 
@@ -108,6 +111,12 @@ def train(
             lines otherwise.
         metadata: JSON values or dataclasses (e.g. `{"model": vit_config}`) stored in
             `config.json` with the `TrainConfig`, for whoever loads the run later.
+        mesh: train on this device mesh: every batch is split along its leading axis over
+            `data_axis` (data parallel), and the weights keep the shardings they come with
+            (make them with `jm.make_weights(..., mesh=mesh, rules=...)` for FSDP or
+            tensor parallelism); the optimizer state follows the weights' shardings, and a
+            checkpoint is restored onto the shardings of `weights`, whatever mesh wrote it.
+        data_axis: the mesh axis that splits the batch.
 
     Returns:
         The final weights, optimizer state and history.
@@ -130,9 +139,10 @@ def train(
                 f"`resume=True` to continue that run, or choose another `run_dir`"
             )
         history: History = []
+        place = _batch_placement(mesh, data_axis)
         if latest is None:
             weights = jax.tree.map(jnp.array, weights)  # a copy of our own: each step donates it
-            opt_state = optimizer.init(weights)
+            opt_state = _init_like(optimizer, weights)
         else:
             weights, opt_state = _restore(checkpoints, latest, weights, optimizer)
             history = [entry for entry in read_history(run_dir) if entry["step"] <= latest]
@@ -145,7 +155,7 @@ def train(
         window_began = time.perf_counter()
         try:
             for step in range(start, config.steps):
-                weights, opt_state, scalars = step_fn(weights, opt_state, task.batch(step), step)
+                weights, opt_state, scalars = step_fn(weights, opt_state, place(task.batch(step)), step)
                 pending.append(scalars)
                 done = step + 1
                 last = done == config.steps
@@ -228,8 +238,40 @@ def _restore(
 ) -> tuple[jm.Weights, Any]:
     """The weights and optimizer state of checkpoint `step`, checked against `weights` first."""
     checkpoints.check(step, spec_like(weights), "the weights given to `train`")
-    # Only shapes and dtypes are used: `eval_shape` runs no computation, `restore` reads no values.
-    return checkpoints.restore(step, weights, jax.eval_shape(optimizer.init, weights))
+    # Only shapes, dtypes and shardings are used: the targets are made abstract before restoring.
+    return checkpoints.restore(step, weights, _init_like(optimizer, weights))
+
+
+def _init_like(optimizer: optax.GradientTransformation, weights: jm.Weights) -> Any:
+    """The optimizer's initial state, each moment sharded like its weight (counters left to XLA).
+
+    Without explicit shardings the whole state would land on one device.
+    """
+    abstract = jax.eval_shape(optimizer.init, weights)
+    shardings = optax.tree_utils.tree_map_params(
+        optimizer, lambda _, weight: weight.sharding, abstract, weights, transform_non_params=lambda _: None
+    )
+    return jax.jit(optimizer.init, out_shardings=shardings)(weights)
+
+
+def _batch_placement(mesh: Mesh | None, data_axis: str) -> Callable[[Batch], Batch]:
+    """Put a batch on the mesh, split along its leading axis over `data_axis` (or leave it)."""
+    if mesh is None:
+        return lambda batch: batch
+    if data_axis not in mesh.axis_names:
+        raise jm.ShardingError(f"the mesh has no axis {data_axis!r} to split batches over; it has {list(mesh.axis_names)}")
+    sharding, parts = NamedSharding(mesh, PartitionSpec(data_axis)), mesh.shape[data_axis]
+
+    def place(batch: Batch) -> Batch:
+        for array in jax.tree.leaves(batch):
+            if array.shape[0] % parts:
+                raise jm.ShardingError(
+                    f"a batch of {array.shape[0]} examples cannot be split over mesh axis {data_axis!r} of size {parts}"
+                )
+        placed: Batch = jax.device_put(batch, sharding)
+        return placed
+
+    return place
 
 
 def _check_finite(
