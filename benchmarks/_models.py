@@ -156,7 +156,7 @@ def build_jaxmake_gpt(spec: Spec, scan: bool) -> Built:
 
 
 def _jaxmake_built(name: str, component: jm.Component, loss_process: jm.FixedProcess, spec: Spec) -> Built:
-    per_example = jax.vmap(lambda w, x, y: loss_process(w, {jm.Input: x, "targets": y})["loss"], in_axes=(None, 0, 0))
+    per_example: Callable[[Any, Array, Array], Array] = jax.vmap(lambda w, x, y: loss_process(w, {jm.Input: x, "targets": y})["loss"], in_axes=(None, 0, 0))
 
     def loss(weights: jm.Weights, tokens: Array, targets: Array) -> Array:
         return per_example(weights, tokens, targets).mean()
@@ -206,7 +206,7 @@ def build_jaxmake_core(spec: Spec, scan: bool) -> Built:
     def loss(w: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
         return {"loss": cross_entropy(logits(w, inputs[jm.Input]), inputs["targets"])}
 
-    params = {**jm.merge_params(blocks), "embed": jm.WeightParams((spec.vocab, spec.dim), init="embedding"),
+    params: dict[str, Any] = {**jm.merge_params(blocks), "embed": jm.WeightParams((spec.vocab, spec.dim), init="embedding"),
               "pos": jm.WeightParams((spec.n_ctx, spec.dim), init="normal"), "norm": _norm(spec.dim),
               "head": _linear(spec.dim, spec.vocab, scale=0.1)}  # fmt: skip
     dims, limits = {"dim": spec.dim, "vocab": spec.vocab}, {"T": spec.n_ctx}
