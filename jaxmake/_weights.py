@@ -276,11 +276,10 @@ def _split(path: PathLike) -> tuple[str, ...]:
 
 def _missing_message(names: tuple[str, ...], depth: int, node: object) -> str:
     where = f"`{_path_str(names[:depth])}`" if depth else "the root"
-    held = _value_str(node) if not isinstance(node, Mapping) else (
-        f"holds {', '.join(f'`{k}`' for k in sorted(node))}" if node else "is an empty dict"
-    )
     if not isinstance(node, Mapping):
-        held = f"is {held}"
+        held = f"is {_value_str(node)}"
+    else:
+        held = f"holds {', '.join(f'`{k}`' for k in sorted(node))}" if node else "is an empty dict"
     return f"no entry `{_path_str(names)}`: {where} {held}"
 
 

@@ -4,20 +4,17 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import jax
 import numpy as np
 
 import jaxmake as jm
 
 
-def weight_rows(weight_params: jm.WeightParamsTree, prefix: str = "") -> Iterator[tuple[str, jm.WeightParams]]:
-    """`(dotted path, spec)` for every array of a spec tree, in key order."""
-    for name in sorted(weight_params):
-        spec = weight_params[name]
-        path = f"{prefix}{name}"
-        if isinstance(spec, jm.WeightParams):
-            yield path, spec
-        else:
-            yield from weight_rows(spec, f"{path}.")
+def weight_rows(weight_params: jm.WeightParamsTree) -> Iterator[tuple[str, jm.WeightParams]]:
+    """`(dotted path, spec)` for every array of a spec tree, in key order (`WeightParams` are pytree leaves)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(weight_params)
+    for path, spec in leaves:
+        yield ".".join(str(key.key) for key in path), spec
 
 
 def summary_table(title: str, weight_params: jm.WeightParamsTree, rules: jm.Rules | None = None) -> str:

@@ -51,11 +51,12 @@ class Embeddings(jm.Config):
 
     @classmethod
     def make(cls, config: EmbeddingsConfigs) -> jm.Component:
-        def lookup(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        # Both processes are fixed: they take an rng, as every process does, and ignore it.
+        def lookup(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
             table: Array = weights["dict"]
             return {jm.Output: table[inputs[jm.Input]]}
 
-        def logits(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        def logits(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
             table: Array = weights["dict"]
             return {"logits": inputs["embedding"] @ table.T}
 
@@ -65,11 +66,7 @@ class Embeddings(jm.Config):
                 (config.dict_size, config.dim_model), init="embedding", scale=config.dict_init_scale, axes=("vocab", "embed")
             )
         }
-        processes = {lookup_ports: _fixed(lookup), LOGITS_PORTS: _fixed(logits)}
+        processes = {lookup_ports: lookup, LOGITS_PORTS: logits}
         return jm.Component(
             weight_params, processes, frozenset(processes), dims={"dict_size": config.dict_size, "dim_model": config.dim_model}
         )
-
-
-def _fixed(process: jm.FixedProcess) -> jm.Process:
-    return lambda weights, inputs, rng: process(weights, inputs)

@@ -6,6 +6,7 @@ import types
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import annotated_types as at
+from hypothesis import reject
 from hypothesis import strategies as st
 
 from jaxmake._config import constraints, field_hints, strip_annotated
@@ -43,8 +44,6 @@ def configs(cls: type[C], **fixed: Any) -> st.SearchStrategy[C]:
         try:
             return cls(**values)
         except ConfigError:
-            from hypothesis import reject
-
             reject()
 
     return draw()
