@@ -8,6 +8,11 @@ One mechanism serves both uses:
 * `check_contract` is that same wrapper evaluated with `jax.eval_shape` on abstract
   inputs built from the input annotations (no FLOPs, no data), for two different sizes
   of every free dimension. `Component` runs it at make time.
+* `stand_in` lets a verified process trust its contract while an enclosing component's
+  contract is checked: it checks the inputs it is given against its annotations and
+  returns zeros of the shapes and dtypes its output annotations promise, instead of
+  tracing its own body again. So a model's make-time checks trace each component once
+  per size, however deeply it is nested, not once per enclosing level.
 
 Set the environment variable `JAXMAKE_CHECK_CONTRACTS=0` to skip make-time checks.
 """
@@ -17,9 +22,11 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from beartype.door import die_if_unbearable, is_bearable
@@ -43,6 +50,7 @@ ProcessFn = Callable[[Weights, Mapping[str, Any], Any], Mapping[str, Any]]
 
 CHECKS_ENV_VAR = "JAXMAKE_CHECK_CONTRACTS"
 _RECORDS: ContextVar[list[str] | None] = ContextVar("jaxmake_contract_records", default=None)
+_CHECKING: ContextVar[str | None] = ContextVar("jaxmake_checking", default=None)  # the path being checked
 _BUILD_DTYPES = ("float32", "int32", "bool", "uint32", "int64", "float64", "float16", "bfloat16", "uint8", "int8")
 
 
@@ -87,9 +95,17 @@ def annotation_str(hint: Any) -> str:
 class _Site:
     """Where a check runs (component path and ports) and what it has learnt so far."""
 
-    def __init__(self, path: str, ports: ProcessPorts, dims: Mapping[str, int], limits: Mapping[str, int]) -> None:
-        self.path, self.ports, self.dims, self.limits = path, ports, dims, limits
+    def __init__(
+        self, path: str, ports: ProcessPorts, dims: Mapping[str, int], limits: Mapping[str, int], caller: str | None = None
+    ) -> None:
+        self.path, self.ports, self.dims, self.limits, self.caller = path, ports, dims, limits, caller
         self.origins = {name: "component dims" for name in dims}
+
+    def check_ports(self, side: str, hints: Mapping[str, Any], given: object) -> None:
+        """Check that `given` maps exactly the names of `hints` to values that match them."""
+        self.check_names(side, frozenset(hints), given)
+        for name, hint in hints.items():
+            self.check(side, name, hint, given[name])  # type: ignore[index]
 
     def check(self, side: str, name: str, hint: Any, value: Any) -> None:
         if hint is None:
@@ -124,7 +140,8 @@ class _Site:
             )
 
     def _where(self) -> str:
-        return f"ShapeError in {self.path or 'a component'}, process {self.ports}"
+        called = f" (called by `{self.caller or '(top level)'}` while its contract was checked)" if self.caller is not None else ""
+        return f"ShapeError in {self.path or 'a component'}, process {self.ports}{called}"
 
     def _message(self, side: str, name: str, hint: Any, value: Any, reason: str) -> str:
         memo, variadic = get_shape_memo()[:2]
@@ -160,13 +177,9 @@ def checked_process(
     def checked(weights: Weights, inputs: Mapping[str, Any], rng: Any) -> Mapping[str, Any]:
         site = _Site(path, ports, dims, limits or {})
         with _bound_dims(dims):
-            site.check_names("input", ports.inputs, inputs)
-            for name, hint in ports.input_types.items():
-                site.check("input", name, hint, inputs[name])
+            site.check_ports("input", ports.input_types, inputs)
             outputs = process(weights, inputs, rng)
-            site.check_names("output", ports.outputs, outputs)
-            for name, hint in ports.output_types.items():
-                site.check("output", name, hint, outputs[name])
+            site.check_ports("output", ports.output_types, outputs)
         return outputs
 
     return checked
@@ -184,6 +197,65 @@ def _bound_dims(dims: Mapping[str, int]) -> Iterator[None]:
         yield
 
 
+@dataclass(frozen=True)
+class Contract:
+    """A process's contract as verified at make time, enough to stand in for the process.
+
+    Args:
+        ports: the annotated ports.
+        path: the component's path.
+        dims: the sizes its config binds.
+        limits: the limits of its free dims.
+        weights: its weights as `jax.ShapeDtypeStruct`s.
+        output_dtypes: the output dtypes seen for the input dtypes it was checked with.
+    """
+
+    ports: ProcessPorts
+    path: str
+    dims: Mapping[str, int]
+    limits: Mapping[str, int]
+    weights: Any
+    output_dtypes: Mapping[tuple[str, ...], Mapping[str, Any]]
+
+    def outputs(self, weights: Weights, inputs: Mapping[str, Any]) -> dict[str, jax.Array] | None:
+        """Zeros shaped as the output annotations promise for these inputs.
+
+        The inputs are checked against the input annotations first (a mismatch is the
+        caller's `ShapeError`). `None` where the contract cannot tell: weights that are not
+        the spec's, input dtypes it was not checked with, an output dim that no input binds.
+        """
+        if not _same_avals(weights, self.weights):
+            return None
+        site = _Site(self.path, self.ports, self.dims, self.limits, caller=_CHECKING.get())
+        with _bound_dims(self.dims):
+            site.check_ports("input", self.ports.input_types, inputs)
+            memo, variadic = get_shape_memo()[:2]
+            batch = {name: shape for name, (_, shape) in variadic.items()}
+            shapes = [(name, _shape(hint, memo, batch)) for name, hint in self.ports.output_types.items()]
+        dtypes = self.output_dtypes.get(_dtypes_of(self.ports, inputs))
+        if dtypes is None:
+            return None
+        outputs = {name: jnp.zeros(shape, dtypes[name]) for name, shape in shapes if shape is not None}
+        return outputs if len(outputs) == len(shapes) else None
+
+
+def stand_in(process: ProcessFn, contract: Contract) -> ProcessFn:
+    """`process`, which returns `contract.outputs(...)` instead while another contract is checked.
+
+    Outside make-time checks it is `process` plus one context-variable lookup per trace.
+    """
+
+    @functools.wraps(process)
+    def process_or_contract(weights: Weights, inputs: Mapping[str, Any], rng: Any) -> Mapping[str, Any]:
+        if _CHECKING.get() is not None:
+            outputs = contract.outputs(weights, inputs)
+            if outputs is not None:
+                return outputs
+        return process(weights, inputs, rng)
+
+    return process_or_contract
+
+
 def check_contract(
     process: ProcessFn,
     ports: ProcessPorts,
@@ -193,12 +265,16 @@ def check_contract(
     dims: Mapping[str, int],
     uses_rng: bool,
     limits: Mapping[str, int] | None = None,
-) -> bool:
+) -> Contract | None:
     """Check a process's declared contract on abstract values, for two sizes of each free dim.
 
+    Processes of other components that it calls stand in by their own contracts (see
+    `stand_in`), so only this process's own body is traced.
+
     Returns:
-        Whether the contract was checked: only processes whose every input port has a
-        jaxtyping array annotation can be evaluated abstractly; others return `False`.
+        The verified contract, or `None` where it could not be checked: only processes
+        whose every input port has a jaxtyping array annotation can be evaluated
+        abstractly (and none is when `JAXMAKE_CHECK_CONTRACTS=0`).
 
     Raises:
         ShapeError: an output does not follow from the inputs and the weights, or the
@@ -206,14 +282,17 @@ def check_contract(
     """
     hints = ports.input_types
     if not contracts_enabled() or not hints or not all(map(_can_build, hints.values())):
-        return False
+        return None
+    limits = limits or {}
     wrapped = checked_process(process, ports, path=path, dims=dims, limits=limits)
     weights = abstract_weights(weight_params)
     rng = jax.ShapeDtypeStruct((), _key_dtype()) if uses_rng else None
+    output_dtypes: dict[tuple[str, ...], Mapping[str, Any]] = {}
     for attempt in range(2):
         inputs = abstract_inputs(ports, dims, attempt, limits)
+        token = _CHECKING.set(path)
         try:
-            jax.eval_shape(wrapped, weights, inputs, rng)
+            outputs = jax.eval_shape(wrapped, weights, inputs, rng)
         except JaxMakeError:
             raise
         except Exception as error:
@@ -224,10 +303,28 @@ def check_contract(
                 f"  bound:    {', '.join(f'{d}={s}' for d, s in dims.items()) or 'nothing'}\n"
                 f"  error:    {type(error).__name__}: {error}"
             ) from error
+        finally:
+            _CHECKING.reset(token)
+        output_dtypes[_dtypes_of(ports, inputs)] = {name: x.dtype for name, x in outputs.items()}
     records = _RECORDS.get()
     if records is not None:
         records.append(f"{path or '(top level)'}: {ports}")
-    return True
+    return Contract(ports, path, dims, limits, weights, output_dtypes)
+
+
+def _dtypes_of(ports: ProcessPorts, inputs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The dtype names of the inputs, in port order (`""` for a value without one)."""
+    return tuple(str(getattr(inputs.get(name), "dtype", "")) for name in ports.input_types)
+
+
+def _same_avals(tree: Any, abstract: Any) -> bool:
+    """Whether `tree` has the structure, shapes and dtypes of the `ShapeDtypeStruct` tree `abstract`."""
+    leaves, structure = jax.tree.flatten(tree)
+    expected, expected_structure = jax.tree.flatten(abstract)
+    same_structure: bool = structure == expected_structure  # type: ignore[operator]  # PyTreeDef's stub lacks __eq__
+    return same_structure and all(
+        getattr(x, "shape", None) == a.shape and getattr(x, "dtype", None) == a.dtype for x, a in zip(leaves, expected)
+    )
 
 
 def abstract_inputs(
@@ -259,22 +356,43 @@ def abstract_inputs(
     sizes.update(zip(unlimited, sizes_now))
     rest = iter(sizes_now[len(unlimited) :])
     batch = {n: (next(rest), next(rest)) if attempt else () for n in variadic}
-    return {name: jax.ShapeDtypeStruct(_shape(h, sizes, batch), _build_dtype(h)) for name, h in ports.input_types.items()}
+    inputs = {}
+    for name, hint in ports.input_types.items():
+        shape = _shape(hint, sizes, batch, anonymous=3)
+        assert shape is not None, "every named dim of an input annotation has a size"
+        inputs[name] = jax.ShapeDtypeStruct(shape, _build_dtype(hint))
+    return inputs
 
 
-def _shape(hint: Any, sizes: Mapping[str, int], batch: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
+def _shape(
+    hint: Any, sizes: Mapping[str, int], batch: Mapping[str, tuple[int, ...]], anonymous: int | None = None
+) -> tuple[int, ...] | None:
+    """The shape an annotation gives with these sizes; `None` where a dim is not determined.
+
+    With `anonymous` given, an anonymous dim (`_`) takes that size and an anonymous
+    variadic dim (`...`) no axes; without it, neither is determined.
+    """
+    if not is_array_annotation(hint):
+        return None
     shape: list[int] = []
     for dim in hint.dims:
         if isinstance(dim, _FixedDim):
             shape.append(dim.size)
-        elif isinstance(dim, _NamedDim):
+        elif isinstance(dim, _NamedDim) and dim.name in sizes:
             shape.append(sizes[dim.name])
-        elif isinstance(dim, _NamedVariadicDim):
+        elif isinstance(dim, _NamedVariadicDim) and dim.name in batch:
             shape.extend(batch[dim.name])
         elif isinstance(dim, _SymbolicDim):
-            shape.append(int(eval(dim.elem, {}, dict(sizes))))  # as jaxtyping evaluates it
-        elif dim is _anonymous_dim:
-            shape.append(3)
+            try:
+                shape.append(int(eval(dim.elem, {}, dict(sizes))))  # as jaxtyping evaluates it
+            except NameError:
+                return None
+        elif dim is _anonymous_dim and anonymous is not None:
+            shape.append(anonymous)
+        elif dim is _anonymous_variadic_dim and anonymous is not None:
+            continue  # no axes
+        else:
+            return None
     return tuple(shape)
 
 

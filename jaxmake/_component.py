@@ -3,7 +3,9 @@
 A `Component` is what a config's `make` returns. It holds the spec of its weights
 (`weight_params`) and its processes, each a pure function
 `(weights, inputs, rng) -> outputs` keyed by its `ProcessPorts`. Constructing one checks
-every annotated process by abstract evaluation: this is "make time".
+every annotated process by abstract evaluation: this is "make time". A checked process
+is stored so that, while an enclosing component is checked, it stands in by its verified
+contract instead of being traced again (see `jaxmake._checks.stand_in`).
 """
 
 import inspect
@@ -18,7 +20,7 @@ from typing import Any, TypeAlias
 import jax.random as jr
 from jax import Array
 
-from jaxmake._checks import check_contract, checked_process
+from jaxmake._checks import check_contract, checked_process, stand_in
 from jaxmake._errors import JaxMakeError
 from jaxmake._ports import Input, Output, ProcessPorts, make_ports, pipeline_ports
 from jaxmake._weights import WeightParamsTree, Weights
@@ -96,11 +98,11 @@ class Component:
                     raise JaxMakeError(f"{self._name()}: `{field_name}` maps names to sizes >= {least}, got {name!r}={size!r}")
         if set(self.dims) & set(self.limits):
             raise JaxMakeError(f"{self._name()}: {sorted(set(self.dims) & set(self.limits))} are both bound and limited")
-        object.__setattr__(self, "processes", MappingProxyType(dict(self.processes)))
         object.__setattr__(self, "dims", MappingProxyType(dict(self.dims)))
         object.__setattr__(self, "limits", MappingProxyType(dict(self.limits)))
-        for ports, process in self.processes.items():
-            check_contract(
+        processes = dict(self.processes)
+        for ports, process in processes.items():
+            contract = check_contract(
                 process,
                 ports,
                 self.weight_params,
@@ -109,6 +111,9 @@ class Component:
                 uses_rng=ports not in self.fixed,
                 limits=self.limits,
             )
+            if contract is not None:  # enclosing components' checks then trust it
+                processes[ports] = stand_in(process, contract)
+        object.__setattr__(self, "processes", MappingProxyType(processes))
 
     @classmethod
     def from_process(

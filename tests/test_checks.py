@@ -5,6 +5,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -229,3 +230,80 @@ def test_limits_keep_make_time_sizes_in_range_and_are_enforced_on_calls() -> Non
     ]
     with pytest.raises(jm.JaxMakeError, match=r"\['d'\] are both bound and limited"):
         jm.Component({}, {}, dims={"d": 3}, limits={"d": 4})
+
+
+def _counting_affine(traces: list[str]) -> jm.Component:
+    """An `Affine(3, 3)` whose process appends to `traces` each time its body is traced."""
+    affine = Affine.make(Affine(3, 3))
+    run = affine.fixed_pipeline
+
+    def pipeline(weights: jm.Weights, x: Float[Array, "T n_in"]) -> Float[Array, "T n_out"]:
+        traces.append(jm.current_path())
+        return run(weights, x)
+
+    return jm.Component.from_fixed_pipeline(affine.weight_params, pipeline, dims=affine.dims)
+
+
+def _nest(child: jm.Component, levels: int) -> jm.Component:
+    """`child` wrapped in `levels` components, each calling the one inside it twice."""
+    for _ in range(levels):
+        inner = child.fixed_pipeline
+
+        def pipeline(weights: jm.Weights, x: Float[Array, "T 3"], inner: jm.FixedPipeline = inner) -> Float[Array, "T 3"]:
+            return inner(weights["inner"], inner(weights["inner"], x))
+
+        child = jm.Component.from_fixed_pipeline({"inner": child.weight_params}, pipeline)
+    return child
+
+
+def test_enclosing_checks_trust_a_verified_contract_instead_of_tracing_again(getkey: Any) -> None:
+    traces: list[str] = []
+    with jm.recorded_contracts() as checked:
+        model = _nest(_counting_affine(traces), levels=4)
+    assert len(checked) == 1 + 1 + 4, "every contract is checked: the Affine, the counting wrapper, 4 levels"
+    assert len(traces) == 2, "the inner body is traced for its own check only (two sizes), not once per level"
+
+    weights = jm.make_weights(getkey(), model.weight_params)
+    x = jax.random.normal(getkey(), (5, 3))
+    w, b = weights["inner"]["inner"]["inner"]["inner"]["w"], weights["inner"]["inner"]["inner"]["inner"]["b"]
+    expected = x
+    for _ in range(2**4):
+        expected = expected @ w + b
+    np.testing.assert_allclose(model.fixed_pipeline(weights, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_caller_breaking_a_verified_contract_gets_the_callees_shape_error() -> None:
+    with jm.scope("affine"):
+        affine = Affine.make(Affine(3, 4))
+
+    def transposed(weights: jm.Weights, x: Float[Array, "T 3"]) -> Float[Array, "T 4"]:
+        return affine.fixed_pipeline(weights, x.T)
+
+    with jm.scope("model"), pytest.raises(jm.ShapeError) as info:
+        jm.Component.from_fixed_pipeline(affine.weight_params, transposed)
+    assert _lines(info)[:3] == [
+        "ShapeError in affine, process (Input) -> (Output) (called by `model` while its contract was checked), input port 'Input'",
+        '  expected: Float[Array, "T n_in"]',
+        "  got:      f32[3,2]",
+    ]
+
+
+def test_a_verified_process_given_other_weights_is_traced_for_real() -> None:
+    affine = Affine.make(Affine(3, 3))
+
+    def swapped(weights: jm.Weights, x: Float[Array, "T 3"]) -> Float[Array, "T 3"]:
+        return affine.fixed_pipeline({"w": weights["b"], "b": weights["w"]}, x)
+
+    with pytest.raises(jm.ShapeError) as info:
+        jm.Component.from_fixed_pipeline(affine.weight_params, swapped)
+    assert "the process failed on abstract inputs that match its annotations" in str(info.value)
+
+
+def test_contract_stand_ins_are_inactive_outside_make_time_checks(getkey: Any) -> None:
+    traces: list[str] = []
+    affine = _counting_affine(traces)
+    weights = jm.make_weights(getkey(), affine.weight_params)
+    x = jax.random.normal(getkey(), (4, 3))
+    jax.jit(affine.fixed_pipeline).lower(weights, x)
+    np.testing.assert_allclose(affine.fixed_pipeline(weights, x), x @ weights["w"] + weights["b"], rtol=1e-6)
+    assert len(traces) == 2 + 2, "traced for its two checks, then for real under jit and when called"
