@@ -1,19 +1,22 @@
 """Drawing weights: `make_weights` turns a spec tree into arrays, optionally sharded.
 
 Each array depends only on the root key and its own path in the tree (the key is folded
-with a hash of each name on the path), and is drawn by a small program compiled once per
-distinct spec (and sharding), so 24 identical layers compile once.
+with a hash of each name on the path). Without a mesh each array is drawn by a small
+program compiled once per distinct spec, so 24 identical layers compile once; on a mesh the
+whole tree is drawn by one jitted program whose `out_shardings` are the weights'
+shardings (one compile instead of one per distinct spec and sharding).
 """
 
 import functools
 import math
 import zlib
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jax import Array
-from jax.sharding import Mesh, Sharding
+from jax.sharding import Mesh
 
 from jaxmake._errors import array_str
 from jaxmake._partition import Rules, weight_shardings
@@ -33,9 +36,9 @@ def make_weights(
             with each name on its path, so an array depends only on `rng` and its path,
             and `make_weights(fold(rng, "a"), spec["a"])` equals `make_weights(rng, spec)["a"]`.
         weight_params: the spec tree.
-        mesh: a device mesh to create the weights on, directly sharded: every array is
-            drawn by a program whose outputs carry their `NamedSharding`, so no device
-            ever holds more than its shards. The values equal the unsharded ones bit
+        mesh: a device mesh to create the weights on, directly sharded: the tree is
+            drawn by one jitted program whose outputs carry their `NamedSharding`s, so no
+            device ever holds more than its shards. The values equal the unsharded ones bit
             for bit.
         rules: logical axis name -> mesh axis (see `weight_shardings`); with `mesh`.
 
@@ -58,18 +61,20 @@ def make_weights(
     check_spec(weight_params)
     if (mesh is None) != (rules is None):
         raise TypeError("`make_weights` takes `mesh` and `rules` together")
-    shardings = None if mesh is None or rules is None else weight_shardings(weight_params, mesh, rules)
-    return _make_tree(rng, weight_params, shardings)
+    if mesh is None or rules is None:
+        return _make_tree(rng, weight_params, lambda key, spec: _initialiser(spec)(key))
+    shardings = weight_shardings(weight_params, mesh, rules)
+    draw_all = jax.jit(lambda key: _make_tree(key, weight_params, _init_array), out_shardings=shardings)
+    tree: Weights = draw_all(rng)
+    return tree
 
 
-def _make_tree(rng: Array, tree: WeightParamsTree, shardings: dict[str, object] | None) -> Weights:
+def _make_tree(rng: Array, tree: WeightParamsTree, draw: Callable[[Array, WeightParams], Array]) -> Weights:
+    """`draw(key, spec)` for every spec of the tree, each with its path's key."""
     out: Weights = {}
     for name, spec in tree.items():
-        key, sharding = fold_in_name(rng, name), None if shardings is None else shardings[name]
-        if isinstance(spec, WeightParams):
-            out[name] = _initialiser(spec, sharding)(key)
-        else:
-            out[name] = _make_tree(key, spec, sharding)  # type: ignore[arg-type]
+        key = fold_in_name(rng, name)
+        out[name] = draw(key, spec) if isinstance(spec, WeightParams) else _make_tree(key, spec, draw)
     return out
 
 
@@ -79,12 +84,13 @@ def fold_in_name(rng: Array, name: str) -> Array:
 
 
 @functools.cache
-def _initialiser(spec: WeightParams, sharding: Sharding | None) -> "jax.stages.Wrapped":
-    """The compiled drawing of one array: one program per distinct spec and sharding."""
-    return jax.jit(functools.partial(_init_array, spec=spec), out_shardings=sharding)
+def _initialiser(spec: WeightParams) -> "jax.stages.Wrapped":
+    """The compiled drawing of one array: one program per distinct spec."""
+    return jax.jit(functools.partial(_init_array, spec=spec))
 
 
 def _init_array(key: Array, spec: WeightParams) -> Array:
+    """One array of `spec`, drawn with `key` (see `WeightParams` for the formulas)."""
     shape, dtype, scale = spec.shape, spec.dtype, spec.scale
     own = shape[spec.stack :]
     fan_in = math.prod(own[:-1]) if len(own) > 1 else math.prod(own)

@@ -1,11 +1,15 @@
-"""Structural facts behind `benchmarks/compare.py`; no timings.
+"""Structural facts behind `benchmarks/compare.py` and `benchmarks/sharding_step.py`; no timings.
 
 The jaxmake train steps must compile to the same program as hand-written JAX, up to stated
-differences, and every implementation must have the same parameters.
+differences, and every implementation must have the same parameters; sharding must cut the
+bytes each device holds.
 """
 
+import json
 import math
+import os
 import re
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -76,3 +80,23 @@ def test_initial_loss_is_about_log_vocab(builds: dict[str, _models.Built]) -> No
     for name, built in builds.items():
         loss = float(_models.cross_entropy(built.forward(built.fwd_state, tokens), targets))
         assert abs(loss - math.log(SPEC.vocab)) < 0.3, name
+
+
+def test_sharding_benchmark_shows_what_each_device_holds(tmp_path: Path) -> None:
+    """`sharding_step.py --quick` on one device, DP and FSDP (8 devices): a row each, and the bytes.
+
+    Under DP every device holds all the weights and AdamW state; under FSDP each holds an
+    eighth of every array with an `embed` axis, and the rest (biases, counts) whole.
+    """
+    script, out = Path(__file__).resolve().parents[1] / "benchmarks" / "sharding_step.py", tmp_path / "sharding.json"
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}  # faster compiles; the script adds 8 devices
+    command = [sys.executable, str(script), "--quick", "--layouts", "DP", "FSDP", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    layouts = json.loads(out.read_text())["layouts"]
+    assert list(layouts) == ["1 device", "DP", "FSDP"]
+    assert all(f"\n| {name} | " in done.stdout for name in layouts)
+    (total,) = layouts["1 device"]["bytes_per_device"].values()
+    assert list(layouts["DP"]["bytes_per_device"].values()) == [total] * 8
+    fsdp = layouts["FSDP"]["bytes_per_device"]
+    assert len(fsdp) == 8 and total / 8 < max(fsdp.values()) < total / 4

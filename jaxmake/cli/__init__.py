@@ -2,7 +2,8 @@
 
 Commands are frozen config classes (`jaxmake.cli._commands`); tyro turns their fields and
 docstrings into options and help. A user error (a bad value, an unknown key in a config
-file) is one line on stderr and exit status 2, never a traceback.
+file, a mesh that does not fit the devices or the weights) is one line on stderr and exit
+status 2, never a traceback.
 """
 
 import contextlib
@@ -15,6 +16,7 @@ from typing import Annotated
 
 import tyro
 
+import jaxmake as jm
 from jaxmake.cli._commands import Check, Sample, Summary, TrainChars, TrainDigits
 from jaxmake.cli._configs import CliError
 
@@ -54,7 +56,7 @@ def main(args: Sequence[str] | None = None) -> int:
             command.run_command()
         else:
             command.run()
-    except CliError as error:
+    except (CliError, jm.ShardingError) as error:
         print(f"jaxmake: error: {error}", file=sys.stderr)
         return 2
     return 0

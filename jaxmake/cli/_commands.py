@@ -3,18 +3,21 @@
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jax
 import jax.numpy as jnp
 from annotated_types import Ge, Gt, Le
-from tyro.conf import Positional
+from jax.sharding import Mesh
+from tyro.conf import OmitArgPrefixes, Positional
 
 import jaxmake as jm
 from jaxmake import data, training
 from jaxmake.cli._configs import CliError, build_config, config_dict, load_model_config, model_class
 from jaxmake.cli._plot import plot_history
+from jaxmake.cli._scale import Scale
 from jaxmake.cli._summary import summary_table
 from jaxmake.cli._tasks import DIGITS_VIT, chars_gpt, chars_task, digits_task
 from jaxmake.components import Gpt, Vit, generate
@@ -37,6 +40,7 @@ class TrainDigits(jm.Config):
         augment: shift each training image by up to one pixel.
         resume: continue the run in `out` from its latest checkpoint.
         model: the ViT.
+        scale: devices and processes.
     """
 
     out: Path = Path("runs/digits")
@@ -48,8 +52,10 @@ class TrainDigits(jm.Config):
     augment: bool = True
     resume: bool = False
     model: Vit = DIGITS_VIT
+    scale: Annotated[Scale, OmitArgPrefixes] = Scale()
 
     def run(self) -> None:
+        mesh = self.scale.start(self.batch_size)
         split = data.load_digits()
         steps_per_epoch = data.steps_per_epoch(len(split.y_train), self.batch_size)
         config = training.TrainConfig(
@@ -63,15 +69,17 @@ class TrainDigits(jm.Config):
             seed=self.seed,
         )
         task = digits_task(self.model, split, self.batch_size, self.seed, self.augment)
-        vit = Vit.make(self.model)
-        weights = jm.make_weights(jax.random.key(self.seed), vit.weight_params)
+        weights = self.scale.make_weights(jax.random.key(self.seed), Vit.make(self.model).weight_params, mesh)
         metadata = {"model": "Vit", "config": config_dict(self.model), "task": {"name": "digits", "augment": self.augment}}
-        results, seconds = _train_and_plot(
-            task, weights, config, self.out, self.resume, metadata, ("ViT on digits", ["test_accuracy"]), {}
-        )
-        print(
-            f"test accuracy {results['test_accuracy']:.2%} after {self.epochs} epochs ({config.steps} steps) in "
-            f"{seconds:.0f} s; run folder {self.out}"
+
+        def summary(results: dict[str, float], seconds: float) -> str:
+            return (
+                f"test accuracy {results['test_accuracy']:.2%} after {self.epochs} epochs ({config.steps} steps) in "
+                f"{seconds:.0f} s; run folder {self.out}"
+            )
+
+        _train_and_report(
+            task, weights, config, mesh, self.out, self.resume, metadata, ("ViT on digits", ["test_accuracy"]), {}, summary
         )
 
 
@@ -91,6 +99,7 @@ class TrainChars(jm.Config):
         dim_model: the model width.
         n_heads: attention heads (they must divide `dim_model`).
         resume: continue the run in `out` from its latest checkpoint.
+        scale: devices and processes.
     """
 
     out: Path = Path("runs/chars")
@@ -104,8 +113,10 @@ class TrainChars(jm.Config):
     dim_model: Count = 128
     n_heads: Count = 4
     resume: bool = False
+    scale: Annotated[Scale, OmitArgPrefixes] = Scale()
 
     def run(self) -> None:
+        mesh = self.scale.start(self.batch_size)
         text = data.load_text(self.text)
         shape = {"n_ctx": self.n_ctx, "n_tfe_layers": self.n_tfe_layers, "dim_model": self.dim_model, "n_heads": self.n_heads}
         gpt = build_config(Gpt, {**config_dict(chars_gpt(text.vocab.size)), **shape}, "jaxmake train chars")
@@ -113,15 +124,18 @@ class TrainChars(jm.Config):
                                       eval_every=max(self.steps // 5, 1), log_every=max(self.steps // 50, 1),
                                       checkpoint_every=max(self.steps // 5, 1), seed=self.seed)
         task = chars_task(gpt, text, self.batch_size, self.seed)
-        weights = jm.make_weights(jax.random.key(self.seed), Gpt.make(gpt).weight_params)
+        weights = self.scale.make_weights(jax.random.key(self.seed), Gpt.make(gpt).weight_params, mesh)
         metadata = {"model": "Gpt", "config": config_dict(gpt), "task": {"name": "chars", "vocab": list(text.vocab.chars)}}
         baseline = {"unigram_baseline": data.unigram_entropy(text.train, text.valid, text.vocab.size)}
-        results, seconds = _train_and_plot(
-            task, weights, config, self.out, self.resume, metadata, ("GPT on characters", ["valid_loss"]), baseline
-        )
-        print(
-            f"validation loss {results['valid_loss']:.3f} nats/char vs the unigram baseline "
-            f"{results['unigram_baseline']:.3f} after {self.steps} steps in {seconds:.0f} s; run folder {self.out}"
+
+        def summary(results: dict[str, float], seconds: float) -> str:
+            return (
+                f"validation loss {results['valid_loss']:.3f} nats/char vs the unigram baseline "
+                f"{results['unigram_baseline']:.3f} after {self.steps} steps in {seconds:.0f} s; run folder {self.out}"
+            )
+
+        _train_and_report(
+            task, weights, config, mesh, self.out, self.resume, metadata, ("GPT on characters", ["valid_loss"]), baseline, summary
         )
 
 
@@ -226,23 +240,28 @@ def _metadata(run: Path) -> dict[str, Any]:
     return training.load_metadata(run)
 
 
-def _train_and_plot(
+def _train_and_report(
     task: training.Task,
     weights: jm.Weights,
     config: training.TrainConfig,
+    mesh: Mesh | None,
     out: Path,
     resume: bool,
     metadata: dict[str, Any],
     plot: tuple[str, list[str]],
     extra_results: dict[str, float],
-) -> tuple[dict[str, float], float]:
-    """Train, add `extra_results` to `metrics.json`, plot (title, evaluations); the results and seconds."""
+    summary: Callable[[dict[str, float], float], str],
+) -> None:
+    """Train (on `mesh`, if any); then, on process 0 only, add `extra_results` to `metrics.json`,
+    plot (title, evaluations) and print `summary(results, seconds)`."""
     started = time.perf_counter()
-    training.train(task, weights, config, out, resume=resume, metadata=metadata)
+    training.train(task, weights, config, out, resume=resume, metadata=metadata, mesh=mesh)
     seconds = time.perf_counter() - started
+    if jax.process_index() != 0:
+        return
     if extra_results:
         training.record_results(out, extra_results)
     results: dict[str, float] = json.loads((out / "metrics.json").read_text())["results"]
     plot_history(out, *plot)
-    return results, seconds
+    print(summary(results, seconds))
 

@@ -58,6 +58,15 @@ class SelfMultiHeadAttn(jm.Config):
     applied to the heads' outputs concatenated in order. Each head attends with the
     weights `softmax(q k^T / sqrt(head_dim))` over the keys.
 
+    Logical axes (see `jaxmake.sharding`): `kqv.w` `("embed", "heads")`, `kqv.b` `("heads",)`,
+    `out.w` `("heads", "embed")`, `out.b` `("embed",)`. Under tensor parallelism (`heads`
+    split over a mesh axis) each device computes whole heads, and the block's one
+    all-reduce follows `out` (Megatron-LM, Shoeybi et al., 2019). The columns of `kqv` are
+    the blocks `[q | k | v]`, not each head's `q, k, v` side by side, so a device's
+    contiguous share of them is not whole heads: the step also gathers `kqv.w` and `kqv.b`
+    (traffic the size of the weight, as in fully sharded data parallelism; no token's
+    `q, k, v` moves).
+
     Fixed processes:
 
     * the pipeline: `x: [T, dim_input] -> [T, dim_model]`, every position attending to all;
@@ -94,14 +103,13 @@ class SelfMultiHeadAttn(jm.Config):
     @classmethod
     def make(cls, config: SelfMultiHeadAttnConfigs) -> jm.Component:
         with jm.scope("kqv"):
-            kqv = Linear.make(Linear(config.dim_input, 3 * config.dim_model))
+            kqv = Linear.make(Linear(config.dim_input, 3 * config.dim_model, axes=("embed", "heads")))
         with jm.scope("out"):
-            out = Linear.make(Linear(config.dim_model, config.dim_model))
-        project_kqv, project_out, n_heads = kqv.fixed_pipeline, out.fixed_pipeline, config.n_heads
+            out = Linear.make(Linear(config.dim_model, config.dim_model, axes=("heads", "embed")))
+        project_out, n_heads = out.fixed_pipeline, config.n_heads
 
         def attend(weights: jm.Weights, x: Array, mask: Array | None) -> tuple[Array, Array]:
-            q, k, v = jnp.split(project_kqv(weights["kqv"], x), 3, axis=-1)
-            heads, attn = _multi_head(q, k, v, mask, n_heads)
+            heads, attn = _multi_head(*_project_kqv(weights["kqv"], x, n_heads), mask)
             return project_out(weights["out"], heads), attn
 
         def pipeline(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
@@ -120,24 +128,38 @@ class SelfMultiHeadAttn(jm.Config):
         )
 
 
+def _project_kqv(
+    weights: jm.Weights, x: Float[Array, "T dim_input"], n_heads: int
+) -> tuple[Float[Array, "T n_heads head_dim"], Float[Array, "T n_heads head_dim"], Float[Array, "T n_heads head_dim"]]:
+    """The `kqv` `Linear`, `x @ w + b`, split into the heads of `q`, `k` and `v`.
+
+    `w: [dim_input, 3 * dim_model]` is viewed as `[dim_input, 3, n_heads, head_dim]` before
+    the product rather than the product split after it: the same sums, but when `heads` is
+    split over devices XLA then gathers the weight, instead of moving every token's `q, k, v`
+    between devices (a contiguous share of the `[q | k | v]` columns is not whole heads).
+
+    Returns:
+        `q`, `k`, `v`, each `[T, n_heads, head_dim]`.
+    """
+    w: Array = weights["w"]
+    b: Array = weights["b"]
+    head_dim = w.shape[1] // (3 * n_heads)
+    projected = jnp.einsum("ti,isnh->stnh", x, w.reshape(-1, 3, n_heads, head_dim)) + b.reshape(3, 1, n_heads, head_dim)
+    return projected[0], projected[1], projected[2]
+
+
 def _multi_head(
-    q: Float[Array, "T dim_model"],
-    k: Float[Array, "T dim_model"],
-    v: Float[Array, "T dim_model"],
+    q: Float[Array, "T n_heads head_dim"],
+    k: Float[Array, "T n_heads head_dim"],
+    v: Float[Array, "T n_heads head_dim"],
     mask: Bool[Array, "T T"] | None,
-    n_heads: int,
 ) -> tuple[Float[Array, "T dim_model"], Float[Array, "n_heads T T"]]:
-    """Each head's attention over contiguous slices of `q, k, v`; the heads concatenated, and the weights."""
-    length, dim_model = q.shape
-    head_dim = dim_model // n_heads
-
-    def split(a: Array) -> Float[Array, "T n_heads head_dim"]:
-        return a.reshape(length, n_heads, head_dim)
-
-    scores = jnp.einsum("qhd,khd->hqk", split(q) / math.sqrt(head_dim), split(k))
+    """Each head's attention; the heads' outputs concatenated in order, and the weights."""
+    length, n_heads, head_dim = q.shape
+    scores = jnp.einsum("qhd,khd->hqk", q / math.sqrt(head_dim), k)
     attn = _softmax_over_keys(scores, mask)
-    heads = jnp.einsum("hqk,khd->qhd", attn, split(v))
-    return heads.reshape(length, dim_model), attn
+    heads = jnp.einsum("hqk,khd->qhd", attn, v)
+    return heads.reshape(length, n_heads * head_dim), attn
 
 
 def _softmax_over_keys(scores: Float[Array, "n_heads T T"], mask: Bool[Array, "T T"] | None) -> Float[Array, "n_heads T T"]:

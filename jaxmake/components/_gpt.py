@@ -47,8 +47,9 @@ class Gpt(jm.Config):
     * `LOSS_PORTS`, `(Input, "targets") -> ("loss",)`: the mean next-token cross-entropy
       of `targets [T]` (the tokens shifted by one) under the logits.
 
-    Weights: `embedding`, `positional_encoding`, `encoder`, `lm_head`. The head starts
-    small (`init_scale=0.1`) so that the initial loss is close to `ln(vocab_size)`.
+    Weights: `embedding`, `positional_encoding`, `encoder`, `lm_head` (`w: [dim_model,
+    vocab_size]` with the logical axes `("embed", "vocab")`, `b: [vocab_size]`). The head
+    starts small (`init_scale=0.1`) so that the initial loss is close to `ln(vocab_size)`.
 
     Args:
         vocab_size: the number of tokens.
@@ -94,7 +95,7 @@ class Gpt(jm.Config):
         with jm.scope("encoder"):
             encoder = TransformerEncoder.make(config)
         with jm.scope("lm_head"):
-            head = Linear.make(Linear(dim, vocab, init_scale=0.1))
+            head = Linear.make(Linear(dim, vocab, init_scale=0.1, axes=("embed", "vocab")))
         embed, add_positions, attend, unembed = (
             embedding.fixed_pipeline,
             positions.fixed_pipeline,

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from itertools import pairwise
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import jax.random as jr
 from jaxtyping import Array, Float
@@ -14,6 +14,15 @@ from jaxmake.components._functional import activation
 from jaxmake.components._norm import LayerNorm
 
 
+LinearAxes: TypeAlias = tuple[str | None, str | None]
+"""The logical axis names of a `Linear`'s `w`, `(input, output)`; its `b` takes the output's."""
+
+_COLUMN_PARALLEL: LinearAxes = ("embed", "mlp")
+"""A layer from the model width out to a wide one: tensor parallelism splits its outputs."""
+_ROW_PARALLEL: LinearAxes = ("mlp", "embed")
+"""A layer from a wide one back to the model width: tensor parallelism splits its inputs."""
+
+
 class LinearConfigs(Protocol):
     @property
     def n_in(self) -> int: ...
@@ -21,6 +30,8 @@ class LinearConfigs(Protocol):
     def n_out(self) -> int: ...
     @property
     def init_scale(self) -> float: ...
+    @property
+    def axes(self) -> LinearAxes: ...
 
 
 def _io_ports() -> jm.ProcessPorts:
@@ -31,22 +42,30 @@ class Linear(jm.Config):
     """An affine map `x @ w + b`.
 
     Per example; batch with `jax.vmap`. Pipeline (fixed): `[*batch, n_in] -> [*batch, n_out]`.
-    Weights: `w: [n_in, n_out]` (kaiming, times `init_scale`), `b: [n_out]` (zeros).
+    Weights: `w: [n_in, n_out]` (kaiming, times `init_scale`) with the logical axes `axes`,
+    `b: [n_out]` (zeros) with the logical axis `axes[1]`.
 
     Args:
         n_in: input features.
         n_out: output features.
         init_scale: scales the initial `w`, in (0, 100]; e.g. small for an output head.
+        axes: the logical axis names of `w`'s dims (see `jaxmake.sharding`). The default,
+            `("embed", "mlp")`, suits a layer out of the model width ("column parallel");
+            a layer back into it takes `("mlp", "embed")` ("row parallel"), so that under
+            tensor parallelism the pair needs one all-reduce (Shoeybi et al., 2019).
 
     Example:
         >>> linear = Linear.make(Linear(16, 12))
         >>> jax.tree.map(jnp.shape, jm.make_weights(jax.random.key(0), linear.weight_params))
         {'b': (12,), 'w': (16, 12)}
+        >>> {name: spec.axes for name, spec in Linear.make(Linear(16, 12, axes=("mlp", "embed"))).weight_params.items()}
+        {'w': ('mlp', 'embed'), 'b': ('embed',)}
     """
 
     n_in: Size
     n_out: Size
     init_scale: InitScale = 1.0
+    axes: LinearAxes = _COLUMN_PARALLEL
 
     @classmethod
     def make(cls, config: LinearConfigs) -> jm.Component:
@@ -56,8 +75,8 @@ class Linear(jm.Config):
             return x @ w + b
 
         weight_params = {
-            "w": jm.WeightParams((config.n_in, config.n_out), scale=config.init_scale, axes=("embed", "mlp")),
-            "b": jm.WeightParams((config.n_out,), init="zeros", axes=("mlp",)),
+            "w": jm.WeightParams((config.n_in, config.n_out), scale=config.init_scale, axes=config.axes),
+            "b": jm.WeightParams((config.n_out,), init="zeros", axes=config.axes[1:]),
         }
         return jm.Component.from_fixed_pipeline(
             weight_params, pipeline, _io_ports(), dims={"n_in": config.n_in, "n_out": config.n_out}
@@ -87,7 +106,10 @@ class Mlp(jm.Config):
 
     Per example; batch with `jax.vmap`. Pipeline: `[*batch, n_in] -> [*batch, n_out]`;
     fixed when `dropout_keep_rate` is 1. Weights: `layer_0 .. layer_k` (`k = len(n_hidden)`),
-    each a `Linear`.
+    each a `Linear`, `layer_i.w: [width_i, width_{i+1}]` (widths `n_in, *n_hidden, n_out`).
+    The even layers have the logical axes `("embed", "mlp")`, the odd ones `("mlp",
+    "embed")`: with one hidden layer, tensor parallelism splits the hidden units and the
+    block needs one all-reduce, on its output (Megatron-LM, Shoeybi et al., 2019).
 
     Args:
         n_in: input features.
@@ -117,7 +139,8 @@ class MlpLayerNorm(jm.Config):
     """`Mlp` with a `LayerNorm` after every hidden layer, before its activation.
 
     Per example; batch with `jax.vmap`. Pipeline: `[*batch, n_in] -> [*batch, n_out]`.
-    Weights: `layer_0 .. layer_k` (`Linear`) and `norm_0 .. norm_{k-1}` (`LayerNorm`).
+    Weights: `layer_0 .. layer_k` (`Linear`, logical axes as for `Mlp`) and
+    `norm_0 .. norm_{k-1}` (`LayerNorm`).
 
     Args:
         n_in, n_hidden, n_out, activation, dropout_keep_rate: as for `Mlp`.
@@ -147,7 +170,7 @@ def _perceptron(config: MlpConfigs, norm_eps: float | None) -> jm.Component:
     layers: list[tuple[str, str | None]] = []
     for i, (n_in, n_out) in enumerate(pairwise((config.n_in, *config.n_hidden, config.n_out))):
         with jm.scope(f"layer_{i}"):
-            children[f"layer_{i}"] = Linear.make(Linear(n_in, n_out))
+            children[f"layer_{i}"] = Linear.make(Linear(n_in, n_out, axes=(_COLUMN_PARALLEL, _ROW_PARALLEL)[i % 2]))
         norm = None
         if norm_eps is not None and i < len(config.n_hidden):
             norm = f"norm_{i}"

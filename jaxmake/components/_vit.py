@@ -47,8 +47,9 @@ class Vit(jm.Config):
     Per example; batch with `jax.vmap`. The image `[H, W, C]` is cut, channel by channel,
     into `n_patches_side**2 * C` patches, each through an MLP (`patching`); the tokens get
     positions (`positional_encoding`, one table per grid axis and the channel axis); during
-    training (`rng` given) each is replaced by the learned `mask_embedding` with
-    probability `1 - input_keep_rate`. `dim_output` output tokens (the table of
+    training (`rng` given) each is replaced by the learned `mask_embedding` (`dict: [1,
+    dim_model]`, one vector: logical axes `(None, "embed")`) with probability
+    `1 - input_keep_rate`. `dim_output` output tokens (the table of
     `positional_encoding_y`) are prepended, the sequence is normalised (`norm`) and
     encoded (`encoder`). Processes (random iff a keep rate is below 1):
 
@@ -127,8 +128,8 @@ class Vit(jm.Config):
             )
         with jm.scope("positional_encoding_y"):
             output_tokens = PositionalEncoding.make(PositionalEncoding(n_out, dim, strategy, config.pos_init_scale, False))
-        with jm.scope("mask_embedding"):
-            mask_embedding = Embeddings.make(Embeddings(1, dim, config.dict_init_scale))
+        # The mask embedding is one vector, not a vocabulary: its one row is never split.
+        mask_embedding = {"dict": jm.WeightParams((1, dim), init="embedding", scale=config.dict_init_scale, axes=(None, "embed"))}
         with jm.scope("norm"):
             norm = LayerNorm.make(LayerNorm(dim, config.eps))
         with jm.scope("encoder"):
@@ -136,7 +137,7 @@ class Vit(jm.Config):
         with jm.scope("out_embedding"):
             out_embedding = Embeddings.make(Embeddings(config.dict_size_output, dim, config.dict_init_scale))
         patch, add_positions, outputs_of = patching.pipeline, positions.fixed_pipeline, output_tokens.fixed_pipeline
-        mask_token, normalise, encode = mask_embedding.fixed_pipeline, norm.fixed_pipeline, encoder.pipeline
+        normalise, encode = norm.fixed_pipeline, encoder.pipeline
         to_logits = out_embedding.get_fixed_process(LOGITS_PORTS)
         keep = config.input_keep_rate
         # The output tokens are the `positional_encoding_y` table itself: its encoding of
@@ -148,7 +149,7 @@ class Vit(jm.Config):
             tokens = patch(weights["patching"], image, keys[0])
             if keep < 1.0 and keys[1] is not None:
                 kept = jr.bernoulli(keys[1], keep, (tokens.shape[0], 1))
-                tokens = jnp.where(kept, tokens, mask_token(weights["mask_embedding"], jnp.zeros((), jnp.int32)))
+                tokens = jnp.where(kept, tokens, weights["mask_embedding"]["dict"][0])
             grid = add_positions(weights["positional_encoding"], tokens.reshape(n, n, ch, dim))
             prefix = outputs_of(weights["positional_encoding_y"], base((n_out, dim), tokens.dtype))
             sequence = normalise(weights["norm"], jnp.concatenate([prefix, grid.reshape(-1, dim)]))
@@ -171,12 +172,14 @@ class Vit(jm.Config):
             "patching": patching,
             "positional_encoding": positions,
             "positional_encoding_y": output_tokens,
-            "mask_embedding": mask_embedding,
             "norm": norm,
             "encoder": encoder,
             "out_embedding": out_embedding,
         }
         dims = {"h": h, "w": w, "ch": ch, "dim_model": dim, "n_tokens": n_out + n * n * ch, "dict_size_output": config.dict_size_output}
         return jm.Component(
-            jm.merge_params(components), processes, frozenset() if randomness else frozenset(processes), dims
+            {**jm.merge_params(components), "mask_embedding": mask_embedding},
+            processes,
+            frozenset() if randomness else frozenset(processes),
+            dims,
         )

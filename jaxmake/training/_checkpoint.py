@@ -15,6 +15,7 @@ from typing import Any, Self
 
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import SingleDeviceSharding
 
 import jaxmake as jm
 
@@ -158,7 +159,9 @@ def load_weights(
 ) -> jm.Weights:
     """The weights of a run's latest checkpoint (or of `step`), for inference.
 
-    Only the `weights` item is read; the optimizer state stays on disk.
+    Only the `weights` item is read; the optimizer state stays on disk. The weights are
+    restored whole onto this process's first device, whatever mesh (and however many
+    processes) saved them.
 
     Args:
         run_dir: the run directory given to `train`.
@@ -182,5 +185,7 @@ def load_weights(
             wanted = "" if step is None else f" of step {step}"
             raise FileNotFoundError(f"`{checkpoints.directory}` has no checkpoint{wanted}; its steps: {listed}")
         checkpoints.check(step, weight_params, "the weight spec")
-        weights, _ = checkpoints.restore(step, jm.abstract_weights(weight_params))
+        device = SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jm.abstract_weights(weight_params))
+        weights, _ = checkpoints.restore(step, target)
         return weights

@@ -12,6 +12,13 @@ written at evaluation and checkpoint steps, and when the loop ends or stops.
 Resuming is exact because everything a step uses is either in the checkpoint (weights,
 optimizer state with its step count) or a function of the step number (the batch,
 `task.batch(step)`, and the key, `fold_in(key(seed), step)`).
+
+With several processes (`jax.distributed`), every process runs this same loop on the same
+global mesh: each computes the global batch `task.batch(step)` and puts on its own devices
+only their rows of it; the scalars are kept whole on every device so that each process
+reads them and stops at the same step; every process evaluates and saves (orbax writes
+each array's shards from the process that holds them); only process 0 writes
+`config.json` and `metrics.json` and shows progress.
 """
 
 import os
@@ -116,6 +123,10 @@ def train(
             (make them with `jm.make_weights(..., mesh=mesh, rules=...)` for FSDP or
             tensor parallelism); the optimizer state follows the weights' shardings, and a
             checkpoint is restored onto the shardings of `weights`, whatever mesh wrote it.
+            With several processes it is required and spans the devices of all of them;
+            each process then calls `train` with the same arguments, `task.batch(step)`
+            must give the same global batch on every process, and `task.evaluate` is
+            called on every process (its computations span them all).
         data_axis: the mesh axis that splits the batch.
 
     Returns:
@@ -127,8 +138,15 @@ def train(
         WeightsError: resuming from a checkpoint whose weights do not match `weights`;
             lists every missing, extra and mis-shaped path.
         FileExistsError: `run_dir` already holds checkpoints and `resume` is false.
-        ValueError: a metric of the task uses a name of `RESERVED`.
+        ValueError: a metric of the task uses a name of `RESERVED`, or several processes
+            train without a `mesh`.
     """
+    if mesh is None and jax.process_count() > 1:
+        raise ValueError(
+            f"training on {jax.process_count()} processes needs a `mesh` over the devices of all of them "
+            f"(e.g. `jaxmake.sharding.make_mesh({{'data': {jax.device_count()}}})`)"
+        )
+    writes = jax.process_index() == 0  # the one process that writes the run's files and shows progress
     run_dir = Path(run_dir)
     optimizer, schedule = make_optimizer(config), make_schedule(config)
     with Checkpoints(run_dir, keep=config.keep_checkpoints) as checkpoints:
@@ -141,15 +159,16 @@ def train(
         history: History = []
         place = _batch_placement(mesh, data_axis)
         if latest is None:
-            weights = jax.tree.map(jnp.array, weights)  # a copy of our own: each step donates it
+            weights = jax.tree.map(_committed_copy, weights)
             opt_state = _init_like(optimizer, weights)
         else:
             weights, opt_state = _restore(checkpoints, latest, weights, optimizer)
             history = [entry for entry in read_history(run_dir) if entry["step"] <= latest]
-        write_config(run_dir, config, metadata)
+        if writes:
+            write_config(run_dir, config, metadata)
         start = latest or 0
-        step_fn, names = _compile_step(task.loss, optimizer, schedule, config.seed)
-        reporter = make_progress(progress, config.steps, start)
+        step_fn, names = _compile_step(task.loss, optimizer, schedule, config.seed, mesh)
+        reporter = make_progress(progress if writes else "off", config.steps, start)
         began = time.perf_counter() - (history[-1]["time"] if history else 0.0)
         pending: list[Array] = []  # the scalars of the steps since the last entry
         window_began = time.perf_counter()
@@ -174,13 +193,14 @@ def train(
                 entry["time"] = time.perf_counter() - began
                 history.append(entry)
                 reporter.report(entry)
-                if evaluate or save:
+                if writes and (evaluate or save):
                     write_history(run_dir, history)
                 if save:
                     checkpoints.save(done, weights, opt_state)
                 window_began = time.perf_counter()
         finally:
-            write_history(run_dir, history)
+            if writes:
+                write_history(run_dir, history)
             reporter.close()
     return TrainResult(weights, opt_state, history)
 
@@ -190,11 +210,12 @@ _StepFn = Callable[[jm.Weights, Any, Batch, int], _StepOut]
 
 
 def _compile_step(
-    loss: LossFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule, seed: int
+    loss: LossFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule, seed: int, mesh: Mesh | None
 ) -> tuple[_StepFn, list[str]]:
     """The jitted step `(weights, opt_state, batch, step) -> (weights, opt_state, scalars)`.
 
-    It donates the weights and optimizer state it is given (their buffers are reused).
+    It donates the weights and optimizer state it is given (their buffers are reused). On
+    a `mesh`, `scalars` is replicated: every process can read it whole.
 
     Returns:
         The step, and the names of the entries of its `scalars` vector: `loss`, `lr`,
@@ -211,7 +232,10 @@ def _compile_step(
         weights = optax.apply_updates(weights, updates)
         scalars = {"loss": loss_value, "lr": schedule(step), "grad_norm": _global_norm(grads), **metrics}
         names[:] = scalars
-        return weights, opt_state, jnp.stack([jnp.asarray(value, jnp.float32) for value in scalars.values()])
+        vector = jnp.stack([jnp.asarray(value, jnp.float32) for value in scalars.values()])
+        if mesh is not None:
+            vector = jax.lax.with_sharding_constraint(vector, NamedSharding(mesh, PartitionSpec()))
+        return weights, opt_state, vector
 
     compiled: _StepFn = jax.jit(step_fn, donate_argnums=(0, 1))
     return compiled, names
@@ -242,6 +266,18 @@ def _restore(
     return checkpoints.restore(step, weights, _init_like(optimizer, weights))
 
 
+def _committed_copy(array: Any) -> Array:
+    """A copy of `array` (JAX or NumPy) committed to its device(s), as the step's outputs are.
+
+    Each step donates its weights, so the loop works on a copy of its own; were the copy
+    not committed, the second step would compile the step again for the committed arrays
+    that the first one returns.
+    """
+    array = jnp.asarray(array)
+    copy: Array = jax.device_put(array, array.sharding, may_alias=False)
+    return copy
+
+
 def _init_like(optimizer: optax.GradientTransformation, weights: jm.Weights) -> Any:
     """The optimizer's initial state, each moment sharded like its weight (counters left to XLA).
 
@@ -255,7 +291,11 @@ def _init_like(optimizer: optax.GradientTransformation, weights: jm.Weights) -> 
 
 
 def _batch_placement(mesh: Mesh | None, data_axis: str) -> Callable[[Batch], Batch]:
-    """Put a batch on the mesh, split along its leading axis over `data_axis` (or leave it)."""
+    """Put a batch on the mesh, split along its leading axis over `data_axis` (or leave it).
+
+    Each process copies to its own devices only their rows of the (global) batch; the
+    rows of other processes' devices are never read.
+    """
     if mesh is None:
         return lambda batch: batch
     if data_axis not in mesh.axis_names:
@@ -268,7 +308,9 @@ def _batch_placement(mesh: Mesh | None, data_axis: str) -> Callable[[Batch], Bat
                 raise jm.ShardingError(
                     f"a batch of {array.shape[0]} examples cannot be split over mesh axis {data_axis!r} of size {parts}"
                 )
-        placed: Batch = jax.device_put(batch, sharding)
+        placed: Batch = jax.tree.map(
+            lambda array: jax.make_array_from_callback(array.shape, sharding, lambda index: array[index]), batch
+        )
         return placed
 
     return place
