@@ -49,7 +49,6 @@ from typing import Any  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import Array  # noqa: E402
-from jax.sharding import AxisType  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -57,7 +56,7 @@ from _models import Spec, gpt_config  # noqa: E402
 
 import jaxmake as jm  # noqa: E402
 from jaxmake.components import LOSS_PORTS, Gpt  # noqa: E402
-from jaxmake.sharding import RULES  # noqa: E402
+from jaxmake.sharding import RULES, make_mesh  # noqa: E402
 from jaxmake.training import Batch, Task, TrainConfig, TrainResult, shuffled_batches, train  # noqa: E402
 
 ONE_DEVICE = "1 device"
@@ -116,7 +115,7 @@ def run_layout(args: argparse.Namespace, gpt: jm.Component, task: Task, layout: 
     if axes is None or preset is None:
         mesh, weights = None, jm.make_weights(key, gpt.weight_params)
     else:
-        mesh = jax.make_mesh(tuple(axes.values()), tuple(axes), axis_types=(AxisType.Auto,) * len(axes))
+        mesh = make_mesh(axes)
         weights = jm.make_weights(key, gpt.weight_params, mesh=mesh, rules=RULES[preset])
     steps = args.steps * (args.repeats + 1)
     spec = args.spec

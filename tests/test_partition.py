@@ -4,10 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import AxisType, PartitionSpec
+from jax.sharding import PartitionSpec
 
 import jaxmake as jm
 from jaxmake.components import Gpt
+from jaxmake.sharding import make_mesh
 
 TP = {"mlp": "model", "vocab": "model"}
 FSDP = {"embed": "data"}
@@ -16,7 +17,7 @@ FSDP = {"embed": "data"}
 @pytest.fixture(scope="module")
 def mesh() -> jax.sharding.Mesh:
     assert jax.device_count() >= 4, "conftest.py asks XLA for 4 CPU devices"
-    return jax.make_mesh((2, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    return make_mesh({"data": 2, "model": 2})
 
 
 def test_partition_specs_follow_the_rules() -> None:

@@ -40,11 +40,11 @@ from typing import Any  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import Array  # noqa: E402
-from jax.sharding import AxisType, Mesh, PartitionSpec  # noqa: E402
+from jax.sharding import Mesh, PartitionSpec  # noqa: E402
 
 import jaxmake as jm  # noqa: E402
 from jaxmake.components import LOSS_PORTS, Gpt, Vit, softmax_cross_entropy  # noqa: E402
-from jaxmake.sharding import RULES  # noqa: E402
+from jaxmake.sharding import RULES, make_mesh  # noqa: E402
 from jaxmake.training import Batch, Task, TrainConfig, load_weights, shuffled_batches, train  # noqa: E402
 
 LAYOUTS: Mapping[str, tuple[tuple[int, int], str]] = {
@@ -74,7 +74,7 @@ VIT = Vit(
 
 
 def _mesh(shape: tuple[int, int]) -> Mesh:
-    return jax.make_mesh(shape, ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    return make_mesh({"data": shape[0], "model": shape[1]})
 
 
 def gpt_task(rng: np.random.Generator) -> tuple[jm.Component, Task]:

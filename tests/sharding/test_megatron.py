@@ -12,11 +12,11 @@ from collections import Counter
 import jax
 import jax.numpy as jnp
 import pytest
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxmake as jm
 from jaxmake.components import Mlp, SelfMultiHeadAttn, TransformerLayer
-from jaxmake.sharding import RULES
+from jaxmake.sharding import RULES, make_mesh
 
 DIM, HIDDEN, HEADS, T = 16, 32, 4, 8
 COLLECTIVE = re.compile(
@@ -28,7 +28,7 @@ COLLECTIVE = re.compile(
 @pytest.fixture(scope="module")
 def mesh() -> Mesh:
     assert jax.device_count() >= 4, "conftest.py asks XLA for 4 CPU devices"
-    return jax.make_mesh((2, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    return make_mesh({"data": 2, "model": 2})
 
 
 def collectives(component: jm.Component, mesh: Mesh, rules: jm.Rules) -> list[tuple[str, str]]:

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import Array
-from jax.sharding import AxisType, Mesh
+from jax.sharding import Mesh
 
 import jaxmake as jm
+from jaxmake.sharding import make_mesh
 from jaxmake.training import Batch, Task, TrainConfig, load_weights, shuffled_batches, train
 
 SPEC = {"w": jm.WeightParams((4, 2), axes=("embed", "mlp")), "b": jm.WeightParams((2,), init="zeros", axes=("mlp",))}
@@ -31,7 +32,7 @@ TASK = Task(_loss, shuffled_batches(DATA, CONFIG.batch_size, CONFIG.seed))
 
 
 def _mesh(shape: tuple[int, int]) -> Mesh:
-    return jax.make_mesh(shape, ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    return make_mesh({"data": shape[0], "model": shape[1]})
 
 
 def test_sharded_training_matches_one_device_and_restores_onto_other_layouts(tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ def test_sharded_training_matches_one_device_and_restores_onto_other_layouts(tmp
 def test_batches_that_do_not_split_are_one_line_errors(tmp_path: Path) -> None:
     odd = TrainConfig(steps=1, batch_size=6, eval_every=1, log_every=1, checkpoint_every=1)
     task = Task(_loss, shuffled_batches(DATA, odd.batch_size, 0))
-    mesh = jax.make_mesh((4, 1), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    mesh = _mesh((4, 1))
     with pytest.raises(jm.ShardingError, match=r"^a batch of 6 examples cannot be split over mesh axis 'data' of size 4$"):
         train(task, jm.make_weights(jax.random.key(0), SPEC), odd, tmp_path, progress="off", mesh=mesh)
     with pytest.raises(jm.ShardingError, match=r"the mesh has no axis 'batch' to split batches over"):
