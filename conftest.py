@@ -4,15 +4,15 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Callable
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import jax.random as jr  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+from hypothesis import HealthCheck, settings
 
-import jaxmake as jm  # noqa: E402
+import jaxmake as jm
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 # Rank promotion stays allowed: a bias `b: [d]` added to `x @ w: [T, d]` is idiomatic.
@@ -28,10 +28,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
-def getkey() -> Iterator[Callable[[], jax.Array]]:
+def getkey() -> Callable[[], jax.Array]:
     """A function returning a fresh PRNG key at each call (deterministic per test)."""
     keys = (jr.fold_in(jr.key(0), i) for i in range(1 << 30))
-    yield lambda: next(keys)
+    return lambda: next(keys)
 
 
 @pytest.fixture(autouse=True)

@@ -120,7 +120,9 @@ def count(tree: Any) -> int:
     return sum(int(leaf.size) for leaf in jax.tree.leaves(tree))
 
 
-def jax_step(loss: Callable[[Any, Array, Array], Array], spec: Spec) -> Callable[[Any, Array, Array], tuple[Any, Array]]:
+def jax_step(
+    loss: Callable[[Any, Array, Array], Array], spec: Spec
+) -> Callable[[Any, Array, Array], tuple[Any, Array]]:
     """The plain-JAX train step of a loss `(params, tokens, targets) -> scalar`: state `(params, opt_state)`."""
     tx = optimizer(spec)
 
@@ -156,7 +158,9 @@ def build_jaxmake_gpt(spec: Spec, scan: bool) -> Built:
 
 
 def _jaxmake_built(name: str, component: jm.Component, loss_process: jm.FixedProcess, spec: Spec) -> Built:
-    per_example: Callable[[Any, Array, Array], Array] = jax.vmap(lambda w, x, y: loss_process(w, {jm.Input: x, "targets": y})["loss"], in_axes=(None, 0, 0))
+    per_example: Callable[[Any, Array, Array], Array] = jax.vmap(
+        lambda w, x, y: loss_process(w, {jm.Input: x, "targets": y})["loss"], in_axes=(None, 0, 0)
+    )
 
     def loss(weights: jm.Weights, tokens: Array, targets: Array) -> Array:
         return per_example(weights, tokens, targets).mean()
@@ -198,7 +202,7 @@ def build_jaxmake_core(spec: Spec, scan: bool) -> Built:
     layers = jm.sequential(blocks, names)
     loss_ports = jm.make_ports({jm.Input: Int[Array, "T"], "targets": Int[Array, "T"]}, {"loss": Float[Array, ""]})
 
-    def logits(w: jm.Weights, tokens: Int[Array, "T"]) -> Float[Array, "T vocab"]:
+    def logits(w: jm.Weights, tokens: Int[Array, " T"]) -> Float[Array, "T vocab"]:
         x = layers(w, w["embed"][tokens] + w["pos"][: tokens.shape[0]], None)
         out: Array = layer_norm(x, w["norm"]["a"], w["norm"]["b"], spec.eps) @ w["head"]["w"] + w["head"]["b"]
         return out
@@ -206,9 +210,13 @@ def build_jaxmake_core(spec: Spec, scan: bool) -> Built:
     def loss(w: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
         return {"loss": cross_entropy(logits(w, inputs[jm.Input]), inputs["targets"])}
 
-    params: dict[str, Any] = {**jm.merge_params(blocks), "embed": jm.WeightParams((spec.vocab, spec.dim), init="embedding"),
-              "pos": jm.WeightParams((spec.n_ctx, spec.dim), init="normal"), "norm": _norm(spec.dim),
-              "head": _linear(spec.dim, spec.vocab, scale=0.1)}  # fmt: skip
+    params: dict[str, Any] = {
+        **jm.merge_params(blocks),
+        "embed": jm.WeightParams((spec.vocab, spec.dim), init="embedding"),
+        "pos": jm.WeightParams((spec.n_ctx, spec.dim), init="normal"),
+        "norm": _norm(spec.dim),
+        "head": _linear(spec.dim, spec.vocab, scale=0.1),
+    }
     dims, limits = {"dim": spec.dim, "vocab": spec.vocab}, {"T": spec.n_ctx}
     gpt = jm.Component.from_fixed_pipeline(params, logits, dims=dims, limits=limits)
     loss_component = jm.Component.from_fixed_process(params, loss, loss_ports, dims, limits=limits)
@@ -230,10 +238,19 @@ def init_raw(spec: Spec, scan: bool, key: Array) -> dict[str, Any]:
         return {"a": jnp.ones(d), "b": jnp.zeros(d)}
 
     def block() -> dict[str, Any]:
-        return {"norm1": norm(), "qkv": dense(d, 3 * d), "out": dense(d, d), "norm2": norm(), "fc1": dense(d, h), "fc2": dense(h, d)}
+        return {
+            "norm1": norm(),
+            "qkv": dense(d, 3 * d),
+            "out": dense(d, d),
+            "norm2": norm(),
+            "fc1": dense(d, h),
+            "fc2": dense(h, d),
+        }
 
     blocks = [block() for _ in range(spec.n_layers)]
-    layers: Any = jax.tree.map(lambda *a: jnp.stack(a), *blocks) if scan else {f"layer_{i}": b for i, b in enumerate(blocks)}
+    layers: Any = (
+        jax.tree.map(lambda *a: jnp.stack(a), *blocks) if scan else {f"layer_{i}": b for i, b in enumerate(blocks)}
+    )
     return {
         "embed": jr.normal(next(keys), (spec.vocab, d)),
         "pos": jr.normal(next(keys), (spec.n_ctx, d)),
@@ -258,7 +275,9 @@ def raw_logits(params: dict[str, Any], tokens: Array, spec: Spec, scan: bool) ->
     else:
         for i in range(spec.n_layers):
             x = raw_block(params["layers"][f"layer_{i}"], x, spec)
-    out: Array = layer_norm(x, params["norm"]["a"], params["norm"]["b"], spec.eps) @ params["head"]["w"] + params["head"]["b"]
+    out: Array = (
+        layer_norm(x, params["norm"]["a"], params["norm"]["b"], spec.eps) @ params["head"]["w"] + params["head"]["b"]
+    )
     return out
 
 
@@ -269,13 +288,19 @@ def build_raw(spec: Spec, scan: bool) -> Built:
         return cross_entropy(raw_logits(p, tokens, spec, scan), targets)
 
     forward = jax.jit(lambda p, tokens: raw_logits(p, tokens, spec, scan))
-    return Built("hand-written JAX", count(params), (params, optimizer(spec).init(params)), jax_step(loss, spec), params, forward)
+    return Built(
+        "hand-written JAX", count(params), (params, optimizer(spec).init(params)), jax_step(loss, spec), params, forward
+    )
 
 
 BASELINE = "hand-written JAX"
 """The name of the baseline every ratio divides by."""
 
-BUILDERS: dict[str, Builder] = {"jaxmake Gpt": build_jaxmake_gpt, "jaxmake core": build_jaxmake_core, BASELINE: build_raw}
+BUILDERS: dict[str, Builder] = {
+    "jaxmake Gpt": build_jaxmake_gpt,
+    "jaxmake core": build_jaxmake_core,
+    BASELINE: build_raw,
+}
 """The implementations that always exist; `peer_builders` adds the peers that import."""
 
 SCANNABLE = ("jaxmake Gpt", BASELINE)

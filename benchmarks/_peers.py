@@ -13,9 +13,8 @@ from typing import Any, cast
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jax import Array
-
 from _models import Builder, Built, Spec, causal_attention, count, cross_entropy, gelu, jax_step, layer_norm, optimizer
+from jax import Array
 
 TinyBuilder = Callable[[], tuple[Callable[[Any, Array], Array], Any, Array]]
 
@@ -104,7 +103,9 @@ def build_nnx_split(spec: Spec, scan: bool) -> Built:
         return nnx.state((m, o)), value
 
     forward = jax.jit(lambda s, tokens: nnx.merge(model_def, s)(tokens))
-    return Built("Flax NNX (split/merge + jax.jit)", count(nnx.state(model, nnx.Param)), state, step, model_state, forward)
+    return Built(
+        "Flax NNX (split/merge + jax.jit)", count(nnx.state(model, nnx.Param)), state, step, model_state, forward
+    )
 
 
 def build_linen(spec: Spec, scan: bool) -> Built:
@@ -141,7 +142,9 @@ def build_linen(spec: Spec, scan: bool) -> Built:
         return cross_entropy(cast(Array, model.apply({"params": p}, tokens)), targets)
 
     forward = jax.jit(lambda p, tokens: model.apply({"params": p}, tokens))
-    return Built("Flax Linen", count(params), (params, optimizer(spec).init(params)), jax_step(loss, spec), params, forward)
+    return Built(
+        "Flax Linen", count(params), (params, optimizer(spec).init(params)), jax_step(loss, spec), params, forward
+    )
 
 
 def _eqx_model(spec: Spec) -> Any:
@@ -316,4 +319,3 @@ def peer_builders() -> tuple[dict[str, Builder], dict[str, TinyBuilder], dict[st
             continue
         builders[name], tiny[name] = builder, tiny_builder
     return builders, tiny, missing
-

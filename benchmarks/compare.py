@@ -44,10 +44,10 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _models import BASELINE, BUILDERS, SCANNABLE, TINY, Builder, Built, Spec, batch, gpt_config  # noqa: E402
-from _peers import peer_builders  # noqa: E402
+from _models import BASELINE, BUILDERS, SCANNABLE, TINY, Builder, Built, Spec, batch, gpt_config
+from _peers import peer_builders
 
-from jaxmake.components import Gpt  # noqa: E402
+from jaxmake.components import Gpt
 
 JAXMAKE = ("jaxmake Gpt", "jaxmake core")
 """The implementations the targets are about."""
@@ -57,12 +57,16 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="jaxmake vs hand-written JAX and the peers, on one GPT.")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of every measurement; medians are printed")
     parser.add_argument("--steps", type=int, default=10, help="train steps timed per repeat")
-    parser.add_argument("--calls", type=int, default=30, help="GPT forward calls timed per round (x30 for the tiny model)")
+    parser.add_argument(
+        "--calls", type=int, default=30, help="GPT forward calls timed per round (x30 for the tiny model)"
+    )
     parser.add_argument("--compile-repeats", type=int, default=2, help="fresh compiles per cell of figure 3b")
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 8, 24], help="depths of the compile-time figure")
     parser.add_argument("--skip-digits", action="store_true", help="skip `jaxmake train digits`")
     parser.add_argument("--skip-peers", action="store_true", help="only jaxmake and hand-written JAX")
-    parser.add_argument("--quick", action="store_true", help="--repeats 1 --compile-repeats 1 --steps 5 --depths 2 8 --skip-digits")
+    parser.add_argument(
+        "--quick", action="store_true", help="--repeats 1 --compile-repeats 1 --steps 5 --depths 2 8 --skip-digits"
+    )
     parser.add_argument("--json", type=Path, help="write every number here")
     args = parser.parse_args()
     if args.quick:
@@ -138,7 +142,9 @@ def ratio(value: float, base: float) -> str:
     return f"{value / base:.3f}"
 
 
-def figures_1_2(args: argparse.Namespace, builders: dict[str, Builder], tiny: dict[str, Any], spec: Spec) -> dict[str, Any]:
+def figures_1_2(
+    args: argparse.Namespace, builders: dict[str, Builder], tiny: dict[str, Any], spec: Spec
+) -> dict[str, Any]:
     """Build every implementation at 4 layers; time its first call, steps and forward dispatch."""
     tokens, targets = batch(spec)
     built: dict[str, Built] = {}
@@ -151,7 +157,9 @@ def figures_1_2(args: argparse.Namespace, builders: dict[str, Builder], tiny: di
     counts = {name: b.n_params for name, b in built.items()}
     assert set(counts.values()) == {spec.n_params()}, f"parameter counts differ: {counts} (expected {spec.n_params()})"
     for name, loss in losses.items():
-        assert abs(loss - math.log(spec.vocab)) < 0.3, f"{name}: initial loss {loss:.3f}, not within 0.3 of ln({spec.vocab})"
+        assert abs(loss - math.log(spec.vocab)) < 0.3, (
+            f"{name}: initial loss {loss:.3f}, not within 0.3 of ln({spec.vocab})"
+        )
 
     names = list(built)
 
@@ -167,7 +175,9 @@ def figures_1_2(args: argparse.Namespace, builders: dict[str, Builder], tiny: di
     )
     tiny_built = {name: tiny[name]() for name in names}
     tiny_dispatch = median_rounds(
-        names, rounds, lambda name: call_seconds(tiny_built[name][0], tiny_built[name][1], tiny_built[name][2], 30 * args.calls)
+        names,
+        rounds,
+        lambda name: call_seconds(tiny_built[name][0], tiny_built[name][1], tiny_built[name][2], 30 * args.calls),
     )
     return {"n_params": counts, "initial_loss": losses, "first_call_s": first, "step_s": steps,
             "dispatch_gpt_s": gpt_dispatch, "dispatch_tiny_s": tiny_dispatch}  # fmt: skip
@@ -181,7 +191,7 @@ def figure_3(args: argparse.Namespace, spec: Spec) -> dict[str, dict[str, dict[i
         out[mode] = {name: {} for name in SCANNABLE}
         for depth in args.depths:
 
-            def compile_once(name: str) -> float:
+            def compile_once(name: str, depth: int = depth, scan: bool = scan) -> float:
                 return trace_and_compile_seconds(BUILDERS[name](spec.deeper(depth), scan), tokens, targets)
 
             for name, seconds in median_rounds(list(SCANNABLE), args.compile_repeats, compile_once).items():
@@ -213,7 +223,15 @@ def figure_4(args: argparse.Namespace, spec: Spec) -> dict[str, float]:
 def figure_5() -> dict[str, Any]:
     """Run the default `jaxmake train digits` in a subprocess; its wall time and final line."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-c", "from jaxmake.cli import entry_point; entry_point()", "train", "digits", "--out", out]
+        command = [
+            sys.executable,
+            "-c",
+            "from jaxmake.cli import entry_point; entry_point()",
+            "train",
+            "digits",
+            "--out",
+            out,
+        ]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
@@ -236,9 +254,13 @@ def main() -> None:
         tiny |= peer_tiny
     started = time.perf_counter()
     device = jax.devices()[0]
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on {device.platform} ({device.device_kind})"
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"jax {jax.__version__} on {device.platform} ({device.device_kind})"
+    )
     print(
-        f"# jaxmake vs hand-written JAX and peers\n\n{machine}; {spec}\nmedians: train steps of {args.repeats} rounds x "
+        f"# jaxmake vs hand-written JAX and peers\n\n{machine}; {spec}\n"
+        f"medians: train steps of {args.repeats} rounds x "
         f"{args.steps} steps; dispatch of {2 * args.repeats + 1} rounds; compiles (3b) of {args.compile_repeats}; "
         f"3a is one first call per implementation"
     )
@@ -258,17 +280,37 @@ def main() -> None:
     for name in builders:
         rows.append([name, str(fig12["n_params"][name]), f"{fig12['initial_loss'][name]:.3f}",
                      ms(fig12["step_s"][name]), ratio(fig12["step_s"][name], fig12["step_s"][base])])  # fmt: skip
-    print(table("1. Train step (4 layers, batch 16)", ["implementation", "params", "initial loss", "step ms", "ratio"], rows))
+    print(
+        table(
+            "1. Train step (4 layers, batch 16)", ["implementation", "params", "initial loss", "step ms", "ratio"], rows
+        )
+    )
     rows = []
     for name in builders:
         g, t = fig12["dispatch_gpt_s"][name], fig12["dispatch_tiny_s"][name]
-        rows.append([name, us(g), ratio(g, fig12["dispatch_gpt_s"][base]), us(t), ratio(t, fig12["dispatch_tiny_s"][base])])
-    print(table("2. Dispatch of a jitted forward, per call", ["implementation", "GPT µs", "ratio", "tiny µs", "ratio"], rows))
+        rows.append(
+            [name, us(g), ratio(g, fig12["dispatch_gpt_s"][base]), us(t), ratio(t, fig12["dispatch_tiny_s"][base])]
+        )
+    print(
+        table(
+            "2. Dispatch of a jitted forward, per call", ["implementation", "GPT µs", "ratio", "tiny µs", "ratio"], rows
+        )
+    )
     rows = [[name, f"{s:.2f}", ratio(s, fig12["first_call_s"][base])] for name, s in fig12["first_call_s"].items()]
-    print(table("3a. First call (trace + compile + one step) of the train step, 4 layers", ["implementation", "seconds", "ratio"], rows))
+    print(
+        table(
+            "3a. First call (trace + compile + one step) of the train step, 4 layers",
+            ["implementation", "seconds", "ratio"],
+            rows,
+        )
+    )
 
     fig3 = figure_3(args, spec)
-    header = ["depth"] + [f"{name}, {mode} s" for mode in fig3 for name in SCANNABLE] + ["jaxmake/hand loop", "jaxmake/hand scan"]
+    header = (
+        ["depth"]
+        + [f"{name}, {mode} s" for mode in fig3 for name in SCANNABLE]
+        + ["jaxmake/hand loop", "jaxmake/hand scan"]
+    )
     rows = []
     for depth in args.depths:
         cells = [f"{fig3[mode][name][depth]:.2f}" for mode in fig3 for name in SCANNABLE]
@@ -284,31 +326,67 @@ def main() -> None:
     make_share = fig4["make_with_checks_s"] / compile_deep
     rows = [[str(deep), f"{fig4['make_with_checks_s']:.3f}", f"{fig4['make_without_checks_s']:.3f}",
              f"{compile_deep:.2f}", f"{make_share:.1%}"]]  # fmt: skip
-    print(table("4. jaxmake `Gpt.make` (loop layout)", ["depth", "make + checks s", "make, no checks s", "trace + compile s", "make+checks / compile"], rows))
+    print(
+        table(
+            "4. jaxmake `Gpt.make` (loop layout)",
+            ["depth", "make + checks s", "make, no checks s", "trace + compile s", "make+checks / compile"],
+            rows,
+        )
+    )
 
     fig5 = None if args.skip_digits else figure_5()
     if fig5 is not None:
         acc = "?" if fig5["test_accuracy"] is None else f"{fig5['test_accuracy']:.2%}"
         rows = [[f"{fig5['wall_s']:.1f}", str(fig5["train_s"]), acc, f"`{fig5['last_line']}`"]]
-        print(table("5. `jaxmake train digits` (defaults)", ["wall s", "reported s", "test accuracy", "last line"], rows))
+        print(
+            table("5. `jaxmake train digits` (defaults)", ["wall s", "reported s", "test accuracy", "last line"], rows)
+        )
 
     targets: list[tuple[str, float, float]] = []
     for name in JAXMAKE:
         targets.append((f"{name} train step / hand", fig12["step_s"][name] / fig12["step_s"][base], 1.02))
-        targets.append((f"{name} GPT dispatch / hand", fig12["dispatch_gpt_s"][name] / fig12["dispatch_gpt_s"][base], 1.05))
-        targets.append((f"{name} tiny dispatch / hand", fig12["dispatch_tiny_s"][name] / fig12["dispatch_tiny_s"][base], 1.05))
-    targets.append((f"jaxmake Gpt scan compile {deep}/{shallow} layers", fig3["scan"]["jaxmake Gpt"][deep] / fig3["scan"]["jaxmake Gpt"][shallow], 1.3))
+        targets.append(
+            (f"{name} GPT dispatch / hand", fig12["dispatch_gpt_s"][name] / fig12["dispatch_gpt_s"][base], 1.05)
+        )
+        targets.append(
+            (f"{name} tiny dispatch / hand", fig12["dispatch_tiny_s"][name] / fig12["dispatch_tiny_s"][base], 1.05)
+        )
+    targets.append(
+        (
+            f"jaxmake Gpt scan compile {deep}/{shallow} layers",
+            fig3["scan"]["jaxmake Gpt"][deep] / fig3["scan"]["jaxmake Gpt"][shallow],
+            1.3,
+        )
+    )
     for depth in args.depths:
-        targets.append((f"jaxmake Gpt loop compile / hand loop, {depth} layers", fig3["loop"]["jaxmake Gpt"][depth] / fig3["loop"][base][depth], 1.05))
+        targets.append(
+            (
+                f"jaxmake Gpt loop compile / hand loop, {depth} layers",
+                fig3["loop"]["jaxmake Gpt"][depth] / fig3["loop"][base][depth],
+                1.05,
+            )
+        )
     targets.append((f"Gpt.make + checks / first compile, {deep} layers", make_share, 0.10))
-    rows = [[what, f"{value:.3f}", f"≤ {bound}", "holds" if value <= bound else "**misses**"] for what, value, bound in targets]
+    rows = [
+        [what, f"{value:.3f}", f"≤ {bound}", "holds" if value <= bound else "**misses**"]
+        for what, value, bound in targets
+    ]
     print(table("Targets (issue 5)", ["target", "value", "bound", ""], rows))
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
     if args.json is not None:
-        record = {"machine": machine, "versions": versions, "spec": spec.__dict__, "args": {k: str(v) for k, v in vars(args).items()},
-                  "missing_peers": missing, "figures_1_2": fig12, "figure_3": fig3, "figure_4": fig4, "figure_5": fig5,
-                  "targets": [{"target": w, "value": v, "bound": b, "holds": v <= b} for w, v, b in targets]}  # fmt: skip
+        record = {
+            "machine": machine,
+            "versions": versions,
+            "spec": spec.__dict__,
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "missing_peers": missing,
+            "figures_1_2": fig12,
+            "figure_3": fig3,
+            "figure_4": fig4,
+            "figure_5": fig5,
+            "targets": [{"target": w, "value": v, "bound": b, "holds": v <= b} for w, v, b in targets],
+        }
         args.json.write_text(json.dumps(record, indent=1, default=str))
         print(f"wrote {args.json}")
 

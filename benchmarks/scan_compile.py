@@ -26,7 +26,6 @@ import jaxmake as jm
 from jaxmake.components._transformer import TransformerEncoder
 
 
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Compile time of a TransformerEncoder by depth, loop vs scan.")
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 8, 24], help="values of n_tfe_layers")
@@ -107,7 +106,10 @@ def main() -> None:
         f"mlp_n_hidden=({args.mlp_hidden},), T={args.length}, batch={args.batch}, "
         f"training dropout_keep_rate={args.dropout_keep_rate}"
     )
-    for title, index, unit in ((f"compile seconds, median of {args.repeats}", 0, ".2f"), ("lines of optimized HLO", 1, "d")):
+    for title, index, unit in (
+        (f"compile seconds, median of {args.repeats}", 0, ".2f"),
+        ("lines of optimized HLO", 1, "d"),
+    ):
         print(f"\n{title}:\n")
         print("| n_tfe_layers | " + " | ".join(f"{step}, {mode}" for step, mode in columns) + " |")
         print("|---:|" + "---:|" * len(columns))

@@ -35,29 +35,29 @@ import os
 
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from collections import defaultdict  # noqa: E402
-from dataclasses import asdict  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from jax import Array  # noqa: E402
+import jax
+import numpy as np
+from jax import Array
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _models import Spec, gpt_config  # noqa: E402
+from _models import Spec, gpt_config
 
-import jaxmake as jm  # noqa: E402
-from jaxmake.components import LOSS_PORTS, Gpt  # noqa: E402
-from jaxmake.sharding import RULES, make_mesh  # noqa: E402
-from jaxmake.training import Batch, Task, TrainConfig, TrainResult, shuffled_batches, train  # noqa: E402
+import jaxmake as jm
+from jaxmake.components import LOSS_PORTS, Gpt
+from jaxmake.sharding import RULES, make_mesh
+from jaxmake.training import Batch, Task, TrainConfig, TrainResult, shuffled_batches, train
 
 ONE_DEVICE = "1 device"
 """The layout every ratio divides by: no mesh, every array on the first device."""
@@ -77,8 +77,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train step time and per-device bytes of one GPT on 8 CPU devices.")
     parser.add_argument("--steps", type=int, default=10, help="train steps per timed window")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows per layout; the median is printed")
-    parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS), help="sharded layouts to run")
-    parser.add_argument("--quick", action="store_true", help="a 1-layer, width-32 GPT, --steps 2 --repeats 1: a check that it runs")
+    parser.add_argument(
+        "--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS), help="sharded layouts to run"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a 1-layer, width-32 GPT, --steps 2 --repeats 1: a check that it runs"
+    )
     parser.add_argument("--json", type=Path, help="write every number here")
     args = parser.parse_args()
     args.spec = QUICK if args.quick else Spec()
@@ -139,7 +143,9 @@ def run_layout(args: argparse.Namespace, gpt: jm.Component, task: Task, layout: 
 def main() -> None:
     args = parse_args()
     if jax.device_count() != 8:
-        sys.exit(f"sharding_step.py needs 8 devices; with XLA_FLAGS={os.environ['XLA_FLAGS']!r} JAX sees {jax.devices()}")
+        sys.exit(
+            f"sharding_step.py needs 8 devices; with XLA_FLAGS={os.environ['XLA_FLAGS']!r} JAX sees {jax.devices()}"
+        )
     gpt = Gpt.make(gpt_config(args.spec, False))
     task = gpt_task(gpt, args.spec)
     results = {layout: run_layout(args, gpt, task, layout) for layout in (ONE_DEVICE, *args.layouts)}
@@ -155,7 +161,8 @@ def main() -> None:
     for layout, r in results.items():
         mesh = "-" if r["mesh"] is None else ", ".join(f"{name}={size}" for name, size in r["mesh"].items())
         print(
-            f"| {layout} | {mesh} | {r['rules'] or '-'} | {r['step_s'] * 1e3:.1f} | {r['step_s'] / base['step_s']:.2f} | "
+            f"| {layout} | {mesh} | {r['rules'] or '-'} | {r['step_s'] * 1e3:.1f} | "
+            f"{r['step_s'] / base['step_s']:.2f} | "
             f"{r['max_bytes_per_device'] / 1e6:.2f} | {r['max_bytes_per_device'] / base['max_bytes_per_device']:.3f} |"
         )
     if args.json:

@@ -13,6 +13,7 @@ from jaxmake._component import merge_params as merge_params
 from jaxmake._component import scope as scope
 from jaxmake._component import sequential as sequential
 from jaxmake._config import Config as Config
+from jaxmake._errors import ArgumentError as ArgumentError
 from jaxmake._errors import ConfigError as ConfigError
 from jaxmake._errors import JaxMakeError as JaxMakeError
 from jaxmake._errors import ShapeError as ShapeError

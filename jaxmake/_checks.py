@@ -87,7 +87,9 @@ def is_array_annotation(hint: object) -> bool:
 def annotation_str(hint: Any) -> str:
     """`Float[Array, "T dim_model"]` for a jaxtyping annotation, the type's name otherwise."""
     if is_array_annotation(hint):
-        array_type = "Array" if hint.array_type is jax.Array else getattr(hint.array_type, "__name__", repr(hint.array_type))
+        array_type = (
+            "Array" if hint.array_type is jax.Array else getattr(hint.array_type, "__name__", repr(hint.array_type))
+        )
         return f'{hint.dtype.__name__}[{array_type}, "{hint.dim_str}"]'
     return getattr(hint, "__name__", repr(hint))
 
@@ -96,10 +98,15 @@ class _Site:
     """Where a check runs (component path and ports) and what it has learnt so far."""
 
     def __init__(
-        self, path: str, ports: ProcessPorts, dims: Mapping[str, int], limits: Mapping[str, int], caller: str | None = None
+        self,
+        path: str,
+        ports: ProcessPorts,
+        dims: Mapping[str, int],
+        limits: Mapping[str, int],
+        caller: str | None = None,
     ) -> None:
         self.path, self.ports, self.dims, self.limits, self.caller = path, ports, dims, limits, caller
-        self.origins = {name: "component dims" for name in dims}
+        self.origins = dict.fromkeys(dims, "component dims")
 
     def check_ports(self, side: str, hints: Mapping[str, Any], given: object) -> None:
         """Check that `given` maps exactly the names of `hints` to values that match them."""
@@ -114,7 +121,11 @@ class _Site:
             memo, variadic = get_shape_memo()[:2]
             for dim in (*memo, *variadic):
                 self.origins.setdefault(dim, f"{side} '{name}'")
-            over = [f"dimension {d} is {memo[d]}, above its limit of {self.limits[d]}" for d in self.limits if memo.get(d, 0) > self.limits[d]]
+            over = [
+                f"dimension {d} is {memo[d]}, above its limit of {self.limits[d]}"
+                for d in self.limits
+                if memo.get(d, 0) > self.limits[d]
+            ]
             if not over:
                 return
             raise ShapeError(self._message(side, name, hint, value, "; ".join(over)))
@@ -140,7 +151,11 @@ class _Site:
             )
 
     def _where(self) -> str:
-        called = f" (called by `{self.caller or '(top level)'}` while its contract was checked)" if self.caller is not None else ""
+        called = (
+            f" (called by `{self.caller or '(top level)'}` while its contract was checked)"
+            if self.caller is not None
+            else ""
+        )
         return f"ShapeError in {self.path or 'a component'}, process {self.ports}{called}"
 
     def _message(self, side: str, name: str, hint: Any, value: Any, reason: str) -> str:
@@ -157,12 +172,19 @@ class _Site:
             f"  bound:    {', '.join(bound) or 'nothing yet'}",
         ]
         if _one_axis_too_many(hint, value):
-            lines.append("  hint:     one leading axis too many; processes work per example, wrap the call in `jax.vmap`")
+            lines.append(
+                "  hint:     one leading axis too many; processes work per example, wrap the call in `jax.vmap`"
+            )
         return "\n".join(lines)
 
 
 def checked_process(
-    process: ProcessFn, ports: ProcessPorts, *, path: str, dims: Mapping[str, int], limits: Mapping[str, int] | None = None
+    process: ProcessFn,
+    ports: ProcessPorts,
+    *,
+    path: str,
+    dims: Mapping[str, int],
+    limits: Mapping[str, int] | None = None,
 ) -> ProcessFn:
     """Wrap `process` so that every call checks its ports against their annotations.
 

@@ -89,15 +89,23 @@ class Component:
     def __post_init__(self) -> None:
         for ports, process in self.processes.items():
             if not isinstance(ports, ProcessPorts) or not callable(process):
-                raise JaxMakeError(f"{self._name()}: processes map `ProcessPorts` to functions, got {ports!r}: {process!r}")
+                raise JaxMakeError(
+                    f"{self._name()}: processes map `ProcessPorts` to functions, got {ports!r}: {process!r}"
+                )
         if not self.fixed <= set(self.processes):
-            raise JaxMakeError(f"{self._name()}: `fixed` names ports without a process: {sorted(map(str, self.fixed - set(self.processes)))}")
+            raise JaxMakeError(
+                f"{self._name()}: `fixed` names ports without a process: {sorted(map(str, self.fixed - set(self.processes)))}"
+            )
         for field_name, sizes, least in (("dims", self.dims, 0), ("limits", self.limits, 1)):
             for name, size in sizes.items():
                 if not isinstance(name, str) or isinstance(size, bool) or not isinstance(size, int) or size < least:
-                    raise JaxMakeError(f"{self._name()}: `{field_name}` maps names to sizes >= {least}, got {name!r}={size!r}")
+                    raise JaxMakeError(
+                        f"{self._name()}: `{field_name}` maps names to sizes >= {least}, got {name!r}={size!r}"
+                    )
         if set(self.dims) & set(self.limits):
-            raise JaxMakeError(f"{self._name()}: {sorted(set(self.dims) & set(self.limits))} are both bound and limited")
+            raise JaxMakeError(
+                f"{self._name()}: {sorted(set(self.dims) & set(self.limits))} are both bound and limited"
+            )
         object.__setattr__(self, "dims", MappingProxyType(dict(self.dims)))
         object.__setattr__(self, "limits", MappingProxyType(dict(self.limits)))
         processes = dict(self.processes)
@@ -127,7 +135,9 @@ class Component:
         limits: Mapping[str, int] | None = None,
     ) -> "Component":
         """A component with one process; `fixed=True` declares that it ignores its rng."""
-        return cls(weight_params, {ports: process}, frozenset({ports}) if fixed else frozenset(), dims or {}, limits or {})
+        return cls(
+            weight_params, {ports: process}, frozenset({ports}) if fixed else frozenset(), dims or {}, limits or {}
+        )
 
     @classmethod
     def from_fixed_process(
@@ -284,4 +294,3 @@ def sequential(components: Mapping[str, Component], sequence: Sequence[str]) -> 
 def merge_params(components: Mapping[str, Component]) -> dict[str, WeightParamsTree]:
     """`{name: component.weight_params}`: the spec of a parent holding these components."""
     return {name: component.weight_params for name, component in components.items()}
-

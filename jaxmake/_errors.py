@@ -5,6 +5,10 @@ class JaxMakeError(Exception):
     """Base class of every error that jaxmake raises on purpose."""
 
 
+class ArgumentError(JaxMakeError, TypeError):
+    """A jaxmake function was given an argument of the wrong kind: the message names it and what it takes."""
+
+
 class ConfigError(JaxMakeError, ValueError):
     """A config field is out of range, of the wrong type, or inconsistent with another.
 

@@ -41,9 +41,15 @@ class ProcessPorts:
             if not isinstance(names, frozenset) or not all(isinstance(n, str) and n for n in names):
                 raise TypeError(f"`ProcessPorts.{side}` must be a frozenset of non-empty port names, got {names!r}")
             if set(types) - names:
-                raise TypeError(f"`ProcessPorts` has annotations for {sorted(set(types) - names)}, which are not {side}")
-        object.__setattr__(self, "input_types", MappingProxyType({n: self.input_types.get(n) for n in sorted(self.inputs)}))
-        object.__setattr__(self, "output_types", MappingProxyType({n: self.output_types.get(n) for n in sorted(self.outputs)}))
+                raise TypeError(
+                    f"`ProcessPorts` has annotations for {sorted(set(types) - names)}, which are not {side}"
+                )
+        object.__setattr__(
+            self, "input_types", MappingProxyType({n: self.input_types.get(n) for n in sorted(self.inputs)})
+        )
+        object.__setattr__(
+            self, "output_types", MappingProxyType({n: self.output_types.get(n) for n in sorted(self.outputs)})
+        )
 
     @property
     def annotated(self) -> bool:

@@ -19,9 +19,7 @@ from jax.typing import DTypeLike
 
 from jaxmake._errors import ConfigError, WeightsError, array_str
 
-ArrayGen = Literal[
-    "kaiming", "xavier", "normal", "truncated_normal", "embedding", "dropout", "zeros", "ones"
-]
+ArrayGen = Literal["kaiming", "xavier", "normal", "truncated_normal", "embedding", "dropout", "zeros", "ones"]
 """The names of the initialisers; `WeightParams` documents the formula of each."""
 
 _ARRAY_GENS: frozenset[str] = frozenset(get_args(ArrayGen))
@@ -142,10 +140,7 @@ def abstract_weights(weight_params: WeightParamsTree) -> dict[str, Any]:
 
 def map_params(tree: WeightParamsTree, fn: Any) -> dict[str, Any]:
     """`fn` applied to every `WeightParams` of a spec tree, keys (and empty dicts) kept."""
-    return {
-        name: fn(spec) if isinstance(spec, WeightParams) else map_params(spec, fn)
-        for name, spec in tree.items()
-    }
+    return {name: fn(spec) if isinstance(spec, WeightParams) else map_params(spec, fn) for name, spec in tree.items()}
 
 
 def param_leaves(tree: WeightParamsTree, prefix: str = "") -> Iterator[tuple[str, WeightParams]]:
@@ -170,8 +165,7 @@ def check_weights(weight_params: WeightParamsTree, weights: Mapping[str, Any]) -
     if problems:
         lines = "\n".join(f"  {kind:<12} {_path_str(path)}: {detail}" for kind, path, detail in problems)
         raise WeightsError(
-            f"the weights do not match their spec ({len(problems)} problem"
-            f"{'s' if len(problems) > 1 else ''}):\n{lines}"
+            f"the weights do not match their spec ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{lines}"
         )
 
 
@@ -217,8 +211,7 @@ def check_spec(tree: object, path: tuple[str, ...] = ()) -> None:
     if not isinstance(tree, Mapping):
         where = f"at `{_path_str(path)}`" if path else "at the root"
         raise WeightsError(
-            f"a weight spec tree holds `WeightParams` and dicts of them; {where} it holds "
-            f"{_value_str(tree)}"
+            f"a weight spec tree holds `WeightParams` and dicts of them; {where} it holds {_value_str(tree)}"
         )
     for name, spec in tree.items():
         if not isinstance(name, str):

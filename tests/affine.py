@@ -52,7 +52,10 @@ class Affine(jm.Config):
             y = x @ w + b
             return jax.nn.relu(y) if activation == "relu" else y
 
-        weight_params = {"w": jm.WeightParams((config.n_in, config.n_out)), "b": jm.WeightParams((config.n_out,), init=0)}
+        weight_params = {
+            "w": jm.WeightParams((config.n_in, config.n_out)),
+            "b": jm.WeightParams((config.n_out,), init=0),
+        }
         return jm.Component.from_fixed_pipeline(
             weight_params, pipeline, dims={"n_in": config.n_in, "n_out": config.n_out}
         )

@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import _models  # noqa: E402
+import _models
 
 SPEC = _models.Spec(n_layers=1)
 """One layer keeps each compile short; the per-layer program is what the test compares."""
@@ -89,7 +89,10 @@ def test_sharding_benchmark_shows_what_each_device_holds(tmp_path: Path) -> None
     eighth of every array with an `embed` axis, and the rest (biases, counts) whole.
     """
     script, out = Path(__file__).resolve().parents[1] / "benchmarks" / "sharding_step.py", tmp_path / "sharding.json"
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}  # faster compiles; the script adds 8 devices
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_backend_optimization_level=0",
+    }  # faster compiles; the script adds 8 devices
     command = [sys.executable, str(script), "--quick", "--layouts", "DP", "FSDP", "--json", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]

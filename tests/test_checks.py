@@ -127,7 +127,12 @@ def test_abstract_inputs_use_distinct_sizes_avoiding_bound_ones() -> None:
     first = jm_abstract(ports, {"d": 2}, 0)
     second = jm_abstract(ports, {"d": 2}, 1)
     assert first == {"a": ((3, 2), "float32"), "b": ((3, 3), "int32"), "c": ((4, 2), "bool"), "s": ((), "float32")}
-    assert second == {"a": ((9, 10, 7, 2), "float32"), "b": ((7, 3), "int32"), "c": ((8, 2), "bool"), "s": ((), "float32")}
+    assert second == {
+        "a": ((9, 10, 7, 2), "float32"),
+        "b": ((7, 3), "int32"),
+        "c": ((8, 2), "bool"),
+        "s": ((), "float32"),
+    }
 
 
 def jm_abstract(ports: jm.ProcessPorts, dims: dict[str, int], attempt: int) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -179,7 +184,9 @@ def test_checked_wrapper_compiles_to_the_same_program() -> None:
     args = (weights, {"Input": jnp.ones((4, 3))}, None)
     plain = jax.jit(affine.get_process(jm.pipeline_ports)).lower(*args).as_text()
     checked = jax.jit(affine.checked()).lower(*args).as_text()
-    assert plain.replace("jit__lambda", "jit_X") == checked.replace("jit_checked", "jit_X").replace("jit__lambda", "jit_X")
+    assert plain.replace("jit__lambda", "jit_X") == checked.replace("jit_checked", "jit_X").replace(
+        "jit__lambda", "jit_X"
+    )
 
 
 # --- property: a toy component with random dims ----------------------------------------
@@ -205,7 +212,9 @@ def test_one_output_dim_off_always_raises(n_in: int, n_out: int, axis: int, delt
         return y[1:] if axis == 0 else y[:, 1:]
 
     with pytest.raises(jm.ShapeError, match=r"output port 'Output'|the process failed"):
-        jm.Component.from_fixed_pipeline({"w": jm.WeightParams((n_in, n_out))}, pipeline, dims={"n_in": n_in, "n_out": n_out})
+        jm.Component.from_fixed_pipeline(
+            {"w": jm.WeightParams((n_in, n_out))}, pipeline, dims={"n_in": n_in, "n_out": n_out}
+        )
 
 
 def _first_rows(weights: jm.Weights, x: Float[Array, "T d"]) -> Float[Array, "T d"]:
@@ -249,7 +258,9 @@ def _nest(child: jm.Component, levels: int) -> jm.Component:
     for _ in range(levels):
         inner = child.fixed_pipeline
 
-        def pipeline(weights: jm.Weights, x: Float[Array, "T 3"], inner: jm.FixedPipeline = inner) -> Float[Array, "T 3"]:
+        def pipeline(
+            weights: jm.Weights, x: Float[Array, "T 3"], inner: jm.FixedPipeline = inner
+        ) -> Float[Array, "T 3"]:
             return inner(weights["inner"], inner(weights["inner"], x))
 
         child = jm.Component.from_fixed_pipeline({"inner": child.weight_params}, pipeline)
@@ -282,7 +293,8 @@ def test_a_caller_breaking_a_verified_contract_gets_the_callees_shape_error() ->
     with jm.scope("model"), pytest.raises(jm.ShapeError) as info:
         jm.Component.from_fixed_pipeline(affine.weight_params, transposed)
     assert _lines(info)[:3] == [
-        "ShapeError in affine, process (Input) -> (Output) (called by `model` while its contract was checked), input port 'Input'",
+        "ShapeError in affine, process (Input) -> (Output) (called by `model` while its contract was checked), "
+        "input port 'Input'",
         '  expected: Float[Array, "T n_in"]',
         "  got:      f32[3,2]",
     ]

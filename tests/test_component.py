@@ -45,13 +45,17 @@ def test_the_four_constructors_and_accessors(getkey: Any) -> None:
     np.testing.assert_array_equal(NOISE.pipeline({}, x, key), NOISE.pipeline({}, x, key))
 
     masked = jm.Component.from_fixed_process({}, _masked, MASKED_PORTS)
-    out = masked.get_fixed_process(jm.make_ports(("mask", "Input"), ("count", "Output")))({}, {"Input": x, "mask": x[:, 0] > 0})
+    out = masked.get_fixed_process(jm.make_ports(("mask", "Input"), ("count", "Output")))(
+        {}, {"Input": x, "mask": x[:, 0] > 0}
+    )
     assert float(out["count"]) == int((x[:, 0] > 0).sum())
 
     def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
         return {"Output": _noise(weights, inputs["Input"], rng)}
 
-    random = jm.Component.from_process({}, process, jm.make_ports({"Input": Float[Array, "T d"]}, {"Output": Float[Array, "T d"]}))
+    random = jm.Component.from_process(
+        {}, process, jm.make_ports({"Input": Float[Array, "T d"]}, {"Output": Float[Array, "T d"]})
+    )
     np.testing.assert_array_equal(random.pipeline({}, x, key), NOISE.pipeline({}, x, key))
 
 
@@ -65,14 +69,17 @@ def test_asking_for_a_missing_or_random_process_lists_what_there_is() -> None:
     with jm.scope("model"), jm.scope("noise"):
         noise = jm.Component.from_pipeline({}, _noise)
     with pytest.raises(jm.JaxMakeError) as info:
-        noise.fixed_pipeline
+        _ = noise.fixed_pipeline
     assert str(info.value) == (
         "component `model.noise`'s process (Input) -> (Output) uses randomness, so it has no fixed form; call "
         "`get_process(ports)` and pass an rng. It has: (Input) -> (Output) [uses rng]"
     )
     masked = jm.Component.from_fixed_process({}, _masked, MASKED_PORTS)
-    with pytest.raises(jm.JaxMakeError, match=r"^the component has no process \(Input\) -> \(Output\)\. It has: \(Input, mask\) -> \(Output, count\) \[fixed\]$"):
-        masked.pipeline
+    with pytest.raises(
+        jm.JaxMakeError,
+        match=r"^the component has no process \(Input\) -> \(Output\)\. It has: \(Input, mask\) -> \(Output, count\) \[fixed\]$",
+    ):
+        _ = masked.pipeline
 
 
 def test_malformed_components_are_rejected() -> None:
@@ -82,7 +89,9 @@ def test_malformed_components_are_rejected() -> None:
         jm.Component({}, {}, frozenset({jm.pipeline_ports}))
     with pytest.raises(jm.JaxMakeError, match=r"`dims` maps names to sizes >= 0, got 'd'=-1"):
         jm.Component({}, {}, dims={"d": -1})
-    with pytest.raises(jm.JaxMakeError, match=r"a pipeline's ports are \(Input\) -> \(Output\), got \(x\) -> \(Output\)"):
+    with pytest.raises(
+        jm.JaxMakeError, match=r"a pipeline's ports are \(Input\) -> \(Output\), got \(x\) -> \(Output\)"
+    ):
         jm.Component.from_pipeline({}, _noise, jm.make_ports("x", "Output"))
 
 

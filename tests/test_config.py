@@ -38,7 +38,10 @@ def test_any_object_with_the_protocol_fields_can_be_made() -> None:
         ({"n_in": "3", "n_out": 2}, r"^`Affine.n_in`='3' must be of type int, got str$"),
         ({"n_in": 3.0, "n_out": 2}, r"^`Affine.n_in`=3.0 must be of type int, got float$"),
         ({"n_in": True, "n_out": 2}, r"^`Affine.n_in`=True must be int, got a bool$"),
-        ({"n_in": 3, "n_out": 2, "activation": "tanh"}, r"^`Affine.activation`='tanh' must be one of 'identity', 'relu'$"),
+        (
+            {"n_in": 3, "n_out": 2, "activation": "tanh"},
+            r"^`Affine.activation`='tanh' must be one of 'identity', 'relu'$",
+        ),
         ({"n_in": 3, "n_out": 2, "init_scale": 0}, r"^`Affine.init_scale`=0 must be > 0$"),
         ({"n_in": 3, "n_out": 2, "init_scale": 11.0}, r"^`Affine.init_scale`=11.0 must be <= 10$"),
         ({"n_in": 3, "n_out": 1, "activation": "relu"}, r"^`Affine.n_out`=1 must be >= 2 when `activation` is 'relu'$"),

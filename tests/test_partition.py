@@ -51,9 +51,12 @@ def test_impossible_layouts_are_one_line_errors(mesh: jax.sharding.Mesh) -> None
     with pytest.raises(jm.ShardingError) as info:
         jm.weight_shardings(spec, mesh, TP)
     assert str(info.value) == (
-        "weight `mlp.layer_0.w` dimension 1 (size 3, logical axis 'mlp') cannot be split over mesh axis 'model' of size 2"
+        "weight `mlp.layer_0.w` dimension 1 (size 3, logical axis 'mlp') cannot be split over mesh axis 'model' "
+        "of size 2"
     )
-    with pytest.raises(jm.ShardingError, match=r"the rules use mesh axes \['tensor'\], but the mesh has only \['data', 'model'\]"):
+    with pytest.raises(
+        jm.ShardingError, match=r"the rules use mesh axes \['tensor'\], but the mesh has only \['data', 'model'\]"
+    ):
         jm.make_weights(jax.random.key(0), spec, mesh=mesh, rules={"mlp": "tensor"})
     with pytest.raises(TypeError, match="takes `mesh` and `rules` together"):
         jm.make_weights(jax.random.key(0), spec, mesh=mesh)
@@ -64,5 +67,7 @@ def test_sharded_arrays_compute_like_unsharded_ones(mesh: jax.sharding.Mesh) -> 
     key = jax.random.key(1)
     tokens = jnp.arange(8) % 16
     plain = gpt.fixed_pipeline(jm.make_weights(key, gpt.weight_params), tokens)
-    sharded = jax.jit(gpt.fixed_pipeline)(jm.make_weights(key, gpt.weight_params, mesh=mesh, rules={**TP, **FSDP}), tokens)
+    sharded = jax.jit(gpt.fixed_pipeline)(
+        jm.make_weights(key, gpt.weight_params, mesh=mesh, rules={**TP, **FSDP}), tokens
+    )
     np.testing.assert_allclose(plain, sharded, rtol=1e-5, atol=1e-5)

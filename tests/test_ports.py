@@ -7,7 +7,9 @@ import jaxmake as jm
 
 
 def test_ports_compare_and_hash_by_names_only() -> None:
-    annotated = jm.make_ports({"Input": Float[Array, "T d"], "mask": Bool[Array, "T T"]}, {"Output": Float[Array, "T d"]})
+    annotated = jm.make_ports(
+        {"Input": Float[Array, "T d"], "mask": Bool[Array, "T T"]}, {"Output": Float[Array, "T d"]}
+    )
     plain = jm.make_ports(("mask", "Input"), "Output")
     assert annotated == plain and hash(annotated) == hash(plain)
     assert {annotated: "found"}[plain] == "found"

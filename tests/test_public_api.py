@@ -5,16 +5,51 @@ import types
 import jaxmake as jm
 
 PUBLIC = [
-    "ArrayGen", "CHECKS_ENV_VAR", "abstract_inputs", "Component", "Config", "ConfigError", "FixedPipeline", "FixedProcess",
-    "Input", "JaxMakeError", "Output", "Pipeline", "Process", "ProcessPorts", "ShapeError", "WeightParams",
-    "WeightParamsTree", "Weights", "WeightsError", "abstract_weights", "check_weights", "current_path",
-    "fold_in_name", "get_at", "make_ports", "make_weights", "merge_params", "pipeline_ports", "recorded_contracts", "scope",
-    "sequential", "set_at", "stack_params", "Rules", "ShardingError", "partition_spec", "weight_shardings",
+    "ArgumentError",
+    "ArrayGen",
+    "CHECKS_ENV_VAR",
+    "abstract_inputs",
+    "Component",
+    "Config",
+    "ConfigError",
+    "FixedPipeline",
+    "FixedProcess",
+    "Input",
+    "JaxMakeError",
+    "Output",
+    "Pipeline",
+    "Process",
+    "ProcessPorts",
+    "ShapeError",
+    "WeightParams",
+    "WeightParamsTree",
+    "Weights",
+    "WeightsError",
+    "abstract_weights",
+    "check_weights",
+    "current_path",
+    "fold_in_name",
+    "get_at",
+    "make_ports",
+    "make_weights",
+    "merge_params",
+    "pipeline_ports",
+    "recorded_contracts",
+    "scope",
+    "sequential",
+    "set_at",
+    "stack_params",
+    "Rules",
+    "ShardingError",
+    "partition_spec",
+    "weight_shardings",
 ]
 
 
 def test_public_names_are_pinned() -> None:
-    names = [name for name, value in vars(jm).items() if not name.startswith("_") and not isinstance(value, types.ModuleType)]
+    names = [
+        name for name, value in vars(jm).items() if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    ]
     assert sorted(names) == sorted(PUBLIC)
 
 

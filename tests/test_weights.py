@@ -51,7 +51,8 @@ def test_dropout_init_is_a_mask_with_keep_probability_scale(keep: float) -> None
 
 
 @pytest.mark.parametrize(
-    ("init", "scale", "value"), [("zeros", 3.0, 0.0), ("ones", 1.0, 1.0), ("ones", 2.5, 2.5), (0.5, 4.0, 2.0), (7, 1.0, 7)]
+    ("init", "scale", "value"),
+    [("zeros", 3.0, 0.0), ("ones", 1.0, 1.0), ("ones", 2.5, 2.5), (0.5, 4.0, 2.0), (7, 1.0, 7)],
 )
 def test_constant_inits(init: jm.ArrayGen | float, scale: float, value: float) -> None:
     array = jm.make_weights(jr.key(0), {"x": jm.WeightParams((3, 2), init=init, scale=scale)})["x"]
@@ -66,7 +67,8 @@ def test_dtype_is_honoured(dtype: Any) -> None:
 
 def test_constant_inits_take_integer_and_bool_dtypes() -> None:
     weights = jm.make_weights(
-        jr.key(0), {"i": jm.WeightParams((2,), init=3, dtype=jnp.int32), "m": jm.WeightParams((2,), init="ones", dtype=bool)}
+        jr.key(0),
+        {"i": jm.WeightParams((2,), init=3, dtype=jnp.int32), "m": jm.WeightParams((2,), init="ones", dtype=bool)},
     )
     assert weights["i"].dtype == jnp.int32 and weights["i"].tolist() == [3, 3]
     assert weights["m"].dtype == jnp.bool_ and weights["m"].tolist() == [True, True]
@@ -74,7 +76,10 @@ def test_constant_inits_take_integer_and_bool_dtypes() -> None:
 
 def test_a_weight_depends_only_on_its_path() -> None:
     key = jr.key(42)
-    base: dict[str, Any] = {"a": {"w": jm.WeightParams((3, 4)), "b": jm.WeightParams((4,), init="normal")}, "c": jm.WeightParams((5,), init="normal")}
+    base: dict[str, Any] = {
+        "a": {"w": jm.WeightParams((3, 4)), "b": jm.WeightParams((4,), init="normal")},
+        "c": jm.WeightParams((5,), init="normal"),
+    }
     reordered = {"c": base["c"], "a": {"b": base["a"]["b"], "w": base["a"]["w"]}}
     grown = {**base, "a": {**base["a"], "extra": jm.WeightParams((9, 9))}, "d": {"e": jm.WeightParams((2,))}}
     shrunk = {"a": {"w": base["a"]["w"]}}
@@ -115,7 +120,10 @@ def test_abstract_weights_match_make_weights() -> None:
         ({"shape": (2,), "init": None}, r"`WeightParams.init`=None must be a number"),
         ({"shape": (2,), "scale": float("nan")}, r"`WeightParams.scale`=nan must be finite"),
         ({"shape": (2,), "dtype": "not-a-dtype"}, r"`WeightParams.dtype`='not-a-dtype' must be a dtype"),
-        ({"shape": (2,), "dtype": jnp.int32}, r"`WeightParams.dtype`=dtype\('int32'\) must be floating for init='kaiming'"),
+        (
+            {"shape": (2,), "dtype": jnp.int32},
+            r"`WeightParams.dtype`=dtype\('int32'\) must be floating for init='kaiming'",
+        ),
         ({"shape": (2,), "init": "dropout", "scale": 1.5}, r"`WeightParams.scale`=1.5 is the keep probability"),
         ({"shape": (2, 3), "axes": ("embed",)}, r"`WeightParams.axes`=\('embed',\) must name each of the 2 dims"),
         ({"shape": (2,), "axes": (3,)}, r"`WeightParams.axes`=\(3,\) must be a tuple of axis names"),
@@ -149,7 +157,9 @@ SPEC: jm.WeightParamsTree = {
 def test_check_weights_lists_every_problem_at_once() -> None:
     weights = jm.make_weights(jr.key(0), SPEC)
     bad = {
-        "mlp": {"layer_0": {"w": weights["mlp"]["layer_0"]["w"].T, "b": weights["mlp"]["layer_0"]["b"].astype(jnp.int32)}},
+        "mlp": {
+            "layer_0": {"w": weights["mlp"]["layer_0"]["w"].T, "b": weights["mlp"]["layer_0"]["b"].astype(jnp.int32)}
+        },
         "norm": {"c": weights["norm"]["a"]},
         "dropout": jnp.zeros(2),
         "head": {},
@@ -203,7 +213,9 @@ DTYPES = st.sampled_from([jnp.float32, jnp.bfloat16, jnp.float16])
 LEAVES = st.builds(
     jm.WeightParams,
     shape=st.lists(st.integers(0, 4), max_size=3).map(tuple),
-    init=st.sampled_from(["kaiming", "xavier", "normal", "truncated_normal", "embedding", "dropout", "zeros", "ones", 0.5, -2]),
+    init=st.sampled_from(
+        ["kaiming", "xavier", "normal", "truncated_normal", "embedding", "dropout", "zeros", "ones", 0.5, -2]
+    ),
     scale=st.floats(0.0, 1.0, width=32),
     dtype=DTYPES,
 )
@@ -218,7 +230,7 @@ def _leaves(tree: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...]
     out: list[tuple[tuple[str, ...], Any]] = []
     for name, value in tree.items():
         if isinstance(value, dict):
-            out += [((*path, name), value)] + _leaves(value, (*path, name))
+            out += [((*path, name), value), *_leaves(value, (*path, name))]
         else:
             out.append(((*path, name), value))
     return out
@@ -271,7 +283,11 @@ def test_check_weights_rejects_every_single_point_corruption(spec: jm.WeightPara
 def test_stacked_params_initialise_each_copy_at_the_scale_of_one() -> None:
     single = jm.WeightParams((256, 512), axes=("embed", "mlp"))
     stacked = jm.stack_params({"w": single, "b": jm.WeightParams((512,), init=0)}, 4)
-    assert stacked["w"].shape == (4, 256, 512) and stacked["w"].axes == ("layers", "embed", "mlp") and stacked["w"].stack == 1
+    assert (
+        stacked["w"].shape == (4, 256, 512)
+        and stacked["w"].axes == ("layers", "embed", "mlp")
+        and stacked["w"].stack == 1
+    )
     assert stacked["b"].axes is None
     array = np.asarray(jm.make_weights(jr.key(0), stacked)["w"])
     assert array.std() == pytest.approx(math.sqrt(2 / 256), rel=0.02)

@@ -21,7 +21,6 @@ from jaxmake.cli._commands import Check, Sample, Summary, TrainChars, TrainDigit
 from jaxmake.cli._configs import CliError
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Train:
     """Train a bundled model: `digits` (a ViT on handwritten digits) or `chars` (a GPT on text)."""

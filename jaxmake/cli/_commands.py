@@ -70,7 +70,11 @@ class TrainDigits(jm.Config):
         )
         task = digits_task(self.model, split, self.batch_size, self.seed, self.augment)
         weights = self.scale.make_weights(jax.random.key(self.seed), Vit.make(self.model).weight_params, mesh)
-        metadata = {"model": "Vit", "config": config_dict(self.model), "task": {"name": "digits", "augment": self.augment}}
+        metadata = {
+            "model": "Vit",
+            "config": config_dict(self.model),
+            "task": {"name": "digits", "augment": self.augment},
+        }
 
         def summary(results: dict[str, float], seconds: float) -> str:
             return (
@@ -79,7 +83,16 @@ class TrainDigits(jm.Config):
             )
 
         _train_and_report(
-            task, weights, config, mesh, self.out, self.resume, metadata, ("ViT on digits", ["test_accuracy"]), {}, summary
+            task,
+            weights,
+            config,
+            mesh,
+            self.out,
+            self.resume,
+            metadata,
+            ("ViT on digits", ["test_accuracy"]),
+            {},
+            summary,
         )
 
 
@@ -118,14 +131,29 @@ class TrainChars(jm.Config):
     def run(self) -> None:
         mesh = self.scale.start(self.batch_size)
         text = data.load_text(self.text)
-        shape = {"n_ctx": self.n_ctx, "n_tfe_layers": self.n_tfe_layers, "dim_model": self.dim_model, "n_heads": self.n_heads}
+        shape = {
+            "n_ctx": self.n_ctx,
+            "n_tfe_layers": self.n_tfe_layers,
+            "dim_model": self.dim_model,
+            "n_heads": self.n_heads,
+        }
         gpt = build_config(Gpt, {**config_dict(chars_gpt(text.vocab.size)), **shape}, "jaxmake train chars")
-        config = training.TrainConfig(steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                                      eval_every=max(self.steps // 5, 1), log_every=max(self.steps // 50, 1),
-                                      checkpoint_every=max(self.steps // 5, 1), seed=self.seed)
+        config = training.TrainConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            eval_every=max(self.steps // 5, 1),
+            log_every=max(self.steps // 50, 1),
+            checkpoint_every=max(self.steps // 5, 1),
+            seed=self.seed,
+        )
         task = chars_task(gpt, text, self.batch_size, self.seed)
         weights = self.scale.make_weights(jax.random.key(self.seed), Gpt.make(gpt).weight_params, mesh)
-        metadata = {"model": "Gpt", "config": config_dict(gpt), "task": {"name": "chars", "vocab": list(text.vocab.chars)}}
+        metadata = {
+            "model": "Gpt",
+            "config": config_dict(gpt),
+            "task": {"name": "chars", "vocab": list(text.vocab.chars)},
+        }
         baseline = {"unigram_baseline": data.unigram_entropy(text.train, text.valid, text.vocab.size)}
 
         def summary(results: dict[str, float], seconds: float) -> str:
@@ -135,7 +163,16 @@ class TrainChars(jm.Config):
             )
 
         _train_and_report(
-            task, weights, config, mesh, self.out, self.resume, metadata, ("GPT on characters", ["valid_loss"]), baseline, summary
+            task,
+            weights,
+            config,
+            mesh,
+            self.out,
+            self.resume,
+            metadata,
+            ("GPT on characters", ["valid_loss"]),
+            baseline,
+            summary,
         )
 
 
@@ -172,8 +209,15 @@ class Sample(jm.Config):
             raise CliError(str(error)) from None
         if prompt.shape[0] == 0:
             raise CliError("the prompt must hold at least one character")
-        tokens = generate(component, weights, prompt, self.tokens, jax.random.key(self.seed),
-                          temperature=self.temperature, top_k=self.top_k or None)
+        tokens = generate(
+            component,
+            weights,
+            prompt,
+            self.tokens,
+            jax.random.key(self.seed),
+            temperature=self.temperature,
+            top_k=self.top_k or None,
+        )
         print(vocab.decode([int(t) for t in tokens]))
 
 
@@ -264,4 +308,3 @@ def _train_and_report(
     results: dict[str, float] = json.loads((out / "metrics.json").read_text())["results"]
     plot_history(out, *plot)
     print(summary(results, seconds))
-

@@ -51,7 +51,9 @@ def build_config(cls: type[C], fields: Mapping[str, Any], where: str) -> C:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(fields) - set(known))
     if unknown:
-        raise CliError(f"{where}: `{cls.__name__}` has no field {', '.join(map(repr, unknown))}; its fields: {', '.join(known)}")
+        raise CliError(
+            f"{where}: `{cls.__name__}` has no field {', '.join(map(repr, unknown))}; its fields: {', '.join(known)}"
+        )
     missing = [
         name
         for name, f in known.items()
@@ -80,7 +82,9 @@ def read_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_model_config(path: Path, allowed: frozenset[str] = frozenset()) -> tuple[type[jm.Config], jm.Config, dict[str, Any]]:
+def load_model_config(
+    path: Path, allowed: frozenset[str] = frozenset()
+) -> tuple[type[jm.Config], jm.Config, dict[str, Any]]:
     """Read a config file: its model class, the validated config, and its other tables.
 
     A training run's `config.json` works too: its `metadata` table names the model.
@@ -97,7 +101,8 @@ def load_model_config(path: Path, allowed: frozenset[str] = frozenset()) -> tupl
         data = data["metadata"]
     unknown = sorted(set(data) - {"model", "config"} - allowed)
     if unknown:
-        raise CliError(f"{path}: unknown key {', '.join(map(repr, unknown))}; expected 'model', 'config'{''.join(f', {a!r}' for a in sorted(allowed))}")
+        expected = ", ".join(map(repr, ["model", "config", *sorted(allowed)]))
+        raise CliError(f"{path}: unknown key {', '.join(map(repr, unknown))}; expected {expected}")
     if "model" not in data:
         raise CliError(f"{path}: missing the key 'model' (one of: {', '.join(MODELS)})")
     cls = model_class(str(data["model"]))

@@ -8,7 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def plot_history(run: Path, title: str, evaluations: Sequence[str]) -> Path:

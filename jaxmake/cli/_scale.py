@@ -84,12 +84,16 @@ class Scale(jm.Config):
             coordinator, count, index = processes
             _before_devices(
                 "--coordinator",
-                lambda: jax.distributed.initialize(coordinator_address=coordinator, num_processes=count, process_id=index),
+                lambda: jax.distributed.initialize(
+                    coordinator_address=coordinator, num_processes=count, process_id=index
+                ),
             )
         if shape is None:
             if jax.process_count() == 1:
                 if self.rules != "dp":
-                    raise CliError(f"--rules {self.rules} splits the weights over a mesh: give --mesh too (e.g. --mesh data=2)")
+                    raise CliError(
+                        f"--rules {self.rules} splits the weights over a mesh: give --mesh too (e.g. --mesh data=2)"
+                    )
                 return None
             shape = {"data": jax.device_count()}
         mesh = make_mesh(shape)

@@ -22,7 +22,9 @@ def summary_table(title: str, weight_params: jm.WeightParamsTree, rules: jm.Rule
 
     With `rules`, a last column gives each weight's partition spec under them.
     """
-    rows: list[tuple[str, ...]] = [("path", "shape", "dtype", "params", "bytes", *(("partition",) if rules is not None else ()))]
+    rows: list[tuple[str, ...]] = [
+        ("path", "shape", "dtype", "params", "bytes", *(("partition",) if rules is not None else ()))
+    ]
     total_params = total_bytes = 0
     for path, spec in weight_rows(weight_params):
         count = math.prod(spec.shape)
@@ -32,7 +34,9 @@ def summary_table(title: str, weight_params: jm.WeightParamsTree, rules: jm.Rule
         rows.append((path, str(spec.shape), str(np.dtype(spec.dtype)), f"{count:,}", f"{size:,}", *partition))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     aligned = [
-        "  ".join(cell.rjust(w) if i in (3, 4) else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+        "  ".join(
+            cell.rjust(w) if i in (3, 4) else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))
+        ).rstrip()
         for row in rows
     ]
     n_arrays = len(rows) - 1

@@ -65,7 +65,10 @@ def digits_task(vit: Vit, split: data.ArraySplit, batch_size: int, seed: int, au
 
     def batch(step: int) -> dict[str, np.ndarray[Any, Any]]:
         chosen = batches(step)
-        return {**chosen, "x": random_shifts(chosen["x"], np.random.default_rng((seed, step))) if augment else chosen["x"]}
+        return {
+            **chosen,
+            "x": random_shifts(chosen["x"], np.random.default_rng((seed, step))) if augment else chosen["x"],
+        }
 
     return training.Task(loss, batch, evaluate)
 
@@ -88,7 +91,9 @@ def chars_task(gpt: Gpt, text: data.TextSplit, batch_size: int, seed: int, n_val
 
     def loss(weights: jm.Weights, batch: Mapping[str, Array], rng: Array) -> tuple[Array, dict[str, Array]]:
         keys = jr.split(rng, batch["inputs"].shape[0])
-        losses = jax.vmap(loss_of, in_axes=(None, 0, 0))(weights, {jm.Input: batch["inputs"], "targets": batch["targets"]}, keys)
+        losses = jax.vmap(loss_of, in_axes=(None, 0, 0))(
+            weights, {jm.Input: batch["inputs"], "targets": batch["targets"]}, keys
+        )
         return losses["loss"].mean(), {}
 
     def batch(step: int) -> dict[str, np.ndarray[Any, Any]]:
@@ -98,7 +103,9 @@ def chars_task(gpt: Gpt, text: data.TextSplit, batch_size: int, seed: int, n_val
     windows = data.contiguous_windows(text.valid, gpt.n_ctx)
     valid_inputs, valid_targets = (jnp.asarray(w[:n_valid]) for w in windows)
     valid_loss = jax.jit(
-        lambda w: jax.vmap(loss_of, in_axes=(None, 0, None))(w, {jm.Input: valid_inputs, "targets": valid_targets}, None)["loss"].mean()
+        lambda w: jax.vmap(loss_of, in_axes=(None, 0, None))(
+            w, {jm.Input: valid_inputs, "targets": valid_targets}, None
+        )["loss"].mean()
     )
     return training.Task(loss, batch, lambda weights: {"valid_loss": float(valid_loss(weights))})
 

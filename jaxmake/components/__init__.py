@@ -9,9 +9,9 @@ from jaxmake.components._attention import SelfMultiHeadAttn as SelfMultiHeadAttn
 from jaxmake.components._attention import SelfMultiHeadAttnConfigs as SelfMultiHeadAttnConfigs
 from jaxmake.components._dropout import Dropout as Dropout
 from jaxmake.components._dropout import DropoutConfigs as DropoutConfigs
+from jaxmake.components._embedding import LOGITS_PORTS as LOGITS_PORTS
 from jaxmake.components._embedding import Embeddings as Embeddings
 from jaxmake.components._embedding import EmbeddingsConfigs as EmbeddingsConfigs
-from jaxmake.components._embedding import LOGITS_PORTS as LOGITS_PORTS
 from jaxmake.components._fields import Activation as Activation
 from jaxmake.components._fields import Eps as Eps
 from jaxmake.components._fields import InitScale as InitScale
@@ -22,9 +22,9 @@ from jaxmake.components._functional import l1_loss as l1_loss
 from jaxmake.components._functional import l2_loss as l2_loss
 from jaxmake.components._functional import sigmoid_cross_entropy as sigmoid_cross_entropy
 from jaxmake.components._functional import softmax_cross_entropy as softmax_cross_entropy
+from jaxmake.components._gpt import LOSS_PORTS as LOSS_PORTS
 from jaxmake.components._gpt import Gpt as Gpt
 from jaxmake.components._gpt import GptConfigs as GptConfigs
-from jaxmake.components._gpt import LOSS_PORTS as LOSS_PORTS
 from jaxmake.components._gpt import generate as generate
 from jaxmake.components._linear import Linear as Linear
 from jaxmake.components._linear import LinearConfigs as LinearConfigs

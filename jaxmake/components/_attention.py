@@ -162,7 +162,9 @@ def _multi_head(
     return heads.reshape(length, n_heads * head_dim), attn
 
 
-def _softmax_over_keys(scores: Float[Array, "n_heads T T"], mask: Bool[Array, "T T"] | None) -> Float[Array, "n_heads T T"]:
+def _softmax_over_keys(
+    scores: Float[Array, "n_heads T T"], mask: Bool[Array, "T T"] | None
+) -> Float[Array, "n_heads T T"]:
     """Softmax over the last axis, exactly 0 where `mask` is false or 0 (a fully masked row is all 0).
 
     A fully masked row is first given every key (a finite softmax, so finite gradients,

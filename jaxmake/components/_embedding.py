@@ -18,7 +18,9 @@ class EmbeddingsConfigs(Protocol):
     def dict_init_scale(self) -> float: ...
 
 
-LOGITS_PORTS = jm.make_ports({"embedding": Float[Array, "*batch dim_model"]}, {"logits": Float[Array, "*batch dict_size"]})
+LOGITS_PORTS = jm.make_ports(
+    {"embedding": Float[Array, "*batch dim_model"]}, {"logits": Float[Array, "*batch dict_size"]}
+)
 """The ports of `Embeddings`' second process: vectors -> one logit per table entry."""
 
 
@@ -63,10 +65,16 @@ class Embeddings(jm.Config):
         lookup_ports = jm.make_ports({jm.Input: Int[Array, "*batch"]}, {jm.Output: Float[Array, "*batch dim_model"]})
         weight_params = {
             "dict": jm.WeightParams(
-                (config.dict_size, config.dim_model), init="embedding", scale=config.dict_init_scale, axes=("vocab", "embed")
+                (config.dict_size, config.dim_model),
+                init="embedding",
+                scale=config.dict_init_scale,
+                axes=("vocab", "embed"),
             )
         }
         processes = {lookup_ports: lookup, LOGITS_PORTS: logits}
         return jm.Component(
-            weight_params, processes, frozenset(processes), dims={"dict_size": config.dict_size, "dim_model": config.dim_model}
+            weight_params,
+            processes,
+            frozenset(processes),
+            dims={"dict_size": config.dict_size, "dim_model": config.dim_model},
         )

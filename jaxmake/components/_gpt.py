@@ -131,13 +131,13 @@ class Gpt(jm.Config):
 def generate(
     gpt: jm.Component,
     weights: jm.Weights,
-    prompt: Int[Array, "P"],
+    prompt: Int[Array, " P"],
     n_tokens: int,
     rng: Array,
     *,
     temperature: float = 1.0,
     top_k: int | None = None,
-) -> Int[Array, "P+n_tokens"]:
+) -> Int[Array, " P+n_tokens"]:
     """Sample `n_tokens` tokens after `prompt` from a `Gpt` component, without dropout.
 
     Each step runs the model on the last `n_ctx` tokens (no cache) and samples from
@@ -163,7 +163,9 @@ def generate(
     if prompt.ndim != 1 or prompt.shape[0] < 1:
         raise ValueError(f"`generate` takes a prompt of shape [P] with P >= 1, got shape {prompt.shape}")
     if n_tokens < 0 or temperature <= 0 or (top_k is not None and top_k < 1):
-        raise ValueError(f"`generate` needs n_tokens >= 0, temperature > 0, top_k >= 1; got {n_tokens}, {temperature}, {top_k}")
+        raise ValueError(
+            f"`generate` needs n_tokens >= 0, temperature > 0, top_k >= 1; got {n_tokens}, {temperature}, {top_k}"
+        )
     sampler = _sampler(gpt, int(prompt.shape[0]), n_tokens, top_k)
     tokens: Array = sampler(weights, prompt.astype(jnp.int32), rng, jnp.asarray(temperature, jnp.float32))
     return tokens

@@ -13,7 +13,6 @@ from jaxmake.components._fields import Activation, Eps, InitScale, KeepRate, Siz
 from jaxmake.components._functional import activation
 from jaxmake.components._norm import LayerNorm
 
-
 LinearAxes: TypeAlias = tuple[str | None, str | None]
 """The logical axis names of a `Linear`'s `w`, `(input, output)`; its `b` takes the output's."""
 

@@ -123,7 +123,9 @@ class Patches(jm.Config):
         return jm.Component(jm.merge_params({"mlp": mlp}), processes, fixed, dims)
 
 
-def cut_patches(image: Float[Array, "h w ch"], n_sections_h: int, n_sections_w: int) -> Float[Array, "n_patches patch_size"]:
+def cut_patches(
+    image: Float[Array, "h w ch"], n_sections_h: int, n_sections_w: int
+) -> Float[Array, "n_patches patch_size"]:
     """Cut an image into `n_sections_h x n_sections_w` patches per channel, token-major.
 
     Args:

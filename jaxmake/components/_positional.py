@@ -227,7 +227,9 @@ def _table_params(dim_encoding: int, lengths: Sequence[int], init_scale: float) 
 def _axis_vectors(tables: Sequence[Array]) -> list[Array]:
     """Each table `[dim, n_k]` as `[1, .., n_k, .., 1, dim]`: axis `k`'s vector at every grid position."""
     ones = [1] * len(tables)
-    return [table.T.reshape(*ones[:k], table.shape[1], *ones[k + 1 :], table.shape[0]) for k, table in enumerate(tables)]
+    return [
+        table.T.reshape(*ones[:k], table.shape[1], *ones[k + 1 :], table.shape[0]) for k, table in enumerate(tables)
+    ]
 
 
 def _product(tables: Sequence[Array]) -> Array:

@@ -115,10 +115,18 @@ class TransformerLayer(jm.Config):
             norm2 = LayerNorm.make(config)
         with jm.scope("mlp"):
             mlp = Mlp.make(
-                Mlp(config.dim_model, config.mlp_n_hidden, config.dim_model, config.mlp_activation, config.dropout_keep_rate)
+                Mlp(
+                    config.dim_model,
+                    config.mlp_n_hidden,
+                    config.dim_model,
+                    config.mlp_activation,
+                    config.dropout_keep_rate,
+                )
             )
         children = {"norm1": norm1, "mha": mha, "dropout": dropout, "norm2": norm2, "mlp": mlp}
-        processes = {ports: _layer_process(children, ports) for ports in (_PIPELINE_PORTS, _masked_ports("n_heads T T"))}
+        processes = {
+            ports: _layer_process(children, ports) for ports in (_PIPELINE_PORTS, _masked_ports("n_heads T T"))
+        }
         return jm.Component(
             jm.merge_params(children),
             processes,
@@ -141,7 +149,9 @@ def _layer_process(children: Mapping[str, jm.Component], ports: jm.ProcessPorts)
         x = inputs[jm.Input]
         attended = attend(weights["mha"], {**inputs, jm.Input: norm1(weights["norm1"], x)})
         x = x + dropout(weights["dropout"], attended[jm.Output], _fold(rng, 0))
-        x = x + dropout(weights["dropout"], mlp(weights["mlp"], norm2(weights["norm2"], x), _fold(rng, 1)), _fold(rng, 2))
+        x = x + dropout(
+            weights["dropout"], mlp(weights["mlp"], norm2(weights["norm2"], x), _fold(rng, 1)), _fold(rng, 2)
+        )
         return {**attended, jm.Output: x}
 
     return process
@@ -327,5 +337,5 @@ def unstack_layers(weights: jm.Weights) -> jm.Weights:
         raise jm.WeightsError(f"`unstack_layers` takes weights holding `tfe_layers`; these hold {sorted(weights)}")
     stacked = weights[_STACKED]
     n = len(jax.tree.leaves(stacked)[0])
-    layers = {_loop_key(i): jax.tree.map(lambda a: a[i], stacked) for i in range(n)}
+    layers = {_loop_key(i): jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(n)}
     return {**layers, **{k: v for k, v in weights.items() if k != _STACKED}}

@@ -120,16 +120,22 @@ class Vit(jm.Config):
         strategy, n_out = config.positional_encode_strategy, config.dim_output
         with jm.scope("patching"):
             patching = Patches.make(
-                Patches(dim, n, n, w, h, ch, config.mlp_n_hidden_patches, config.mlp_activation, config.dropout_keep_rate)
+                Patches(
+                    dim, n, n, w, h, ch, config.mlp_n_hidden_patches, config.mlp_activation, config.dropout_keep_rate
+                )
             )
         with jm.scope("positional_encoding"):
             positions = TensorPositionalEncoding.make(
                 TensorPositionalEncoding((n, n, ch), dim, dim, dim, strategy, config.pos_init_scale)
             )
         with jm.scope("positional_encoding_y"):
-            output_tokens = PositionalEncoding.make(PositionalEncoding(n_out, dim, strategy, config.pos_init_scale, False))
+            output_tokens = PositionalEncoding.make(
+                PositionalEncoding(n_out, dim, strategy, config.pos_init_scale, False)
+            )
         # The mask embedding is one vector, not a vocabulary: its one row is never split.
-        mask_embedding = {"dict": jm.WeightParams((1, dim), init="embedding", scale=config.dict_init_scale, axes=(None, "embed"))}
+        mask_embedding = {
+            "dict": jm.WeightParams((1, dim), init="embedding", scale=config.dict_init_scale, axes=(None, "embed"))
+        }
         with jm.scope("norm"):
             norm = LayerNorm.make(LayerNorm(dim, config.eps))
         with jm.scope("encoder"):
@@ -176,7 +182,14 @@ class Vit(jm.Config):
             "encoder": encoder,
             "out_embedding": out_embedding,
         }
-        dims = {"h": h, "w": w, "ch": ch, "dim_model": dim, "n_tokens": n_out + n * n * ch, "dict_size_output": config.dict_size_output}
+        dims = {
+            "h": h,
+            "w": w,
+            "ch": ch,
+            "dim_model": dim,
+            "n_tokens": n_out + n * n * ch,
+            "dict_size_output": config.dict_size_output,
+        }
         return jm.Component(
             {**jm.merge_params(components), "mask_embedding": mask_embedding},
             processes,

@@ -163,9 +163,7 @@ def batches(
     n = arrays[0].shape[0]
     n_batches = steps_per_epoch(n, batch_size, drop_remainder=drop_remainder)
     order = rng.permutation(n)
-    return (
-        tuple(a[order[i * batch_size : (i + 1) * batch_size]] for a in arrays) for i in range(n_batches)
-    )
+    return (tuple(a[order[i * batch_size : (i + 1) * batch_size]] for a in arrays) for i in range(n_batches))
 
 
 def _check_windows(ids: npt.NDArray[np.integer[Any]], n_ctx: int) -> None:
@@ -175,8 +173,7 @@ def _check_windows(ids: npt.NDArray[np.integer[Any]], n_ctx: int) -> None:
         raise ValueError(f"`n_ctx` must be at least 1, got {n_ctx}.")
     if n_ctx >= ids.shape[0]:
         raise ValueError(
-            f"`n_ctx`={n_ctx} needs at least {n_ctx + 1} ids (a window and its next id), "
-            f"got {ids.shape[0]}."
+            f"`n_ctx`={n_ctx} needs at least {n_ctx + 1} ids (a window and its next id), got {ids.shape[0]}."
         )
 
 

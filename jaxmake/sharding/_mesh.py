@@ -71,7 +71,7 @@ def make_mesh(shape: Mapping[str, int]) -> Mesh:
         >>> make_mesh({"data": 8})
         Traceback (most recent call last):
         ...
-        jaxmake._partition.ShardingError: the mesh data=8 needs 8 devices, JAX sees 4 (cpu, 1 process); on CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=8 before JAX starts (`jaxmake train ... --cpu-devices 8` does it for you)
+        jaxmake._partition.ShardingError: the mesh data=8 needs 8 devices, JAX sees 4 (cpu, 1 process); on CPU, ...
     """
     if not shape:
         raise jm.ShardingError("a mesh needs at least one axis, e.g. data=4")

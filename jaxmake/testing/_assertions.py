@@ -58,7 +58,12 @@ def assert_contracts(component: jm.Component, key: Array, *, int_high: int = 2, 
         rng = None if ports in component.fixed else jr.fold_in(key, 1)
         for attempt in (0, 1):
             inputs = random_inputs(
-                ports, component.dims, jr.fold_in(key, 2 + attempt), attempt=attempt, int_high=int_high, limits=component.limits
+                ports,
+                component.dims,
+                jr.fold_in(key, 2 + attempt),
+                attempt=attempt,
+                int_high=int_high,
+                limits=component.limits,
             )
             outputs = checked(weights, inputs, rng)
             for name, value in outputs.items():
@@ -69,29 +74,40 @@ def assert_contracts(component: jm.Component, key: Array, *, int_high: int = 2, 
 
 
 def _assert_vmap_is_a_loop(
-    component: jm.Component, ports: jm.ProcessPorts, weights: jm.Weights, key: Array, random: bool, int_high: int, batch: int
+    component: jm.Component,
+    ports: jm.ProcessPorts,
+    weights: jm.Weights,
+    key: Array,
+    random: bool,
+    int_high: int,
+    batch: int,
 ) -> None:
     process = jax.jit(component.get_process(ports))
-    examples = [random_inputs(ports, component.dims, jr.fold_in(key, 10 + i), int_high=int_high, limits=component.limits) for i in range(batch)]
+    examples = [
+        random_inputs(ports, component.dims, jr.fold_in(key, 10 + i), int_high=int_high, limits=component.limits)
+        for i in range(batch)
+    ]
     rngs = jr.split(jr.fold_in(key, 99), batch) if random else None
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *examples)
     batched = jax.jit(jax.vmap(process, in_axes=(None, 0, 0 if random else None)))(weights, stacked, rngs)
     for i, example in enumerate(examples):
         one = process(weights, example, None if rngs is None else rngs[i])
-        _assert_close(one, jax.tree.map(lambda x: x[i], batched), f"vmap of {ports}, example {i}")
+        _assert_close(one, jax.tree.map(lambda x, i=i: x[i], batched), f"vmap of {ports}, example {i}")
 
 
 def _assert_close(expected: Mapping[str, Any], actual: Mapping[str, Any], what: str) -> None:
     assert set(expected) == set(actual), f"{what}: ports {sorted(actual)} instead of {sorted(expected)}"
     for name in expected:
         np.testing.assert_allclose(
-            np.asarray(actual[name], np.float64), np.asarray(expected[name], np.float64), rtol=2e-5, atol=2e-5, err_msg=f"{what}, port {name!r}"
+            np.asarray(actual[name], np.float64),
+            np.asarray(expected[name], np.float64),
+            rtol=2e-5,
+            atol=2e-5,
+            err_msg=f"{what}, port {name!r}",
         )
 
 
-def assert_gradients(
-    loss: Any, weights: jm.Weights, *, allow_zero: Sequence[str] = ()
-) -> jm.Weights:
+def assert_gradients(loss: Any, weights: jm.Weights, *, allow_zero: Sequence[str] = ()) -> jm.Weights:
     """Check that `jax.grad(loss)(weights)` is finite everywhere and non-zero on every array.
 
     Args:

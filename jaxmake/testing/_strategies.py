@@ -36,7 +36,10 @@ def configs(cls: type[C], **fixed: Any) -> st.SearchStrategy[C]:
         ...     assert config.n_in == 3 and 1 <= config.n_out <= 1 + SMALL
         >>> test()
     """
-    fields = {name: st.just(fixed[name]) if name in fixed else value_strategy(hint) for name, hint in _hints(cls, fixed).items()}
+    fields = {
+        name: st.just(fixed[name]) if name in fixed else value_strategy(hint)
+        for name, hint in _hints(cls, fixed).items()
+    }
 
     @st.composite
     def draw(draw_: st.DrawFn) -> C:
@@ -57,7 +60,9 @@ def invalid_configs(cls: type[C], **fixed: Any) -> st.SearchStrategy[tuple[str, 
     naming `field`.
     """
     breakable = {
-        name: bad for name, hint in _hints(cls, fixed).items() if name not in fixed and (bad := out_of_range(hint)) is not None
+        name: bad
+        for name, hint in _hints(cls, fixed).items()
+        if name not in fixed and (bad := out_of_range(hint)) is not None
     }
     if not breakable:
         raise ValueError(f"`{cls.__name__}` has no constrained field to push out of range")
@@ -126,7 +131,11 @@ def value_strategy(hint: Any) -> st.SearchStrategy[Any]:
         return st.sampled_from(args)
     if origin is tuple and len(args) == 2 and args[1] is ...:
         low = bounds.get("min_length", 0)
-        return st.lists(value_strategy(args[0]), min_size=low, max_size=max(low, min(bounds.get("max_length", MAX_ITEMS), MAX_ITEMS))).map(tuple)
+        return st.lists(
+            value_strategy(args[0]),
+            min_size=low,
+            max_size=max(low, min(bounds.get("max_length", MAX_ITEMS), MAX_ITEMS)),
+        ).map(tuple)
     if origin is tuple:
         return st.tuples(*map(value_strategy, args))
     if origin in (Union, types.UnionType):

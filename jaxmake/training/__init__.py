@@ -14,8 +14,8 @@ from jaxmake.training._checkpoint import Checkpoints as Checkpoints
 from jaxmake.training._checkpoint import load_weights as load_weights
 from jaxmake.training._config import Schedule as Schedule
 from jaxmake.training._config import TrainConfig as TrainConfig
-from jaxmake.training._loop import TrainResult as TrainResult
 from jaxmake.training._loop import TrainingDiverged as TrainingDiverged
+from jaxmake.training._loop import TrainResult as TrainResult
 from jaxmake.training._loop import train as train
 from jaxmake.training._optimizer import decay_mask as decay_mask
 from jaxmake.training._optimizer import make_optimizer as make_optimizer

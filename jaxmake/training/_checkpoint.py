@@ -68,9 +68,7 @@ class Checkpoints:
                 raise ValueError(f"cannot checkpoint step {step}: `{name}` holds no array")
         self._manager.save(
             step,
-            args=ocp.args.Composite(
-                weights=ocp.args.StandardSave(weights), opt_state=ocp.args.StandardSave(opt_state)
-            ),
+            args=ocp.args.Composite(weights=ocp.args.StandardSave(weights), opt_state=ocp.args.StandardSave(opt_state)),
         )
 
     def check(self, step: int, expected: jm.WeightParamsTree, what: str) -> None:
@@ -149,9 +147,7 @@ def spec_like(weights: Mapping[str, Any]) -> dict[str, Any]:
 
 def _abstract(tree: Any) -> Any:
     """Arrays as `jax.ShapeDtypeStruct`s (their sharding kept); abstract leaves as they are."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
-    )
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
 
 
 def load_weights(
@@ -186,6 +182,8 @@ def load_weights(
             raise FileNotFoundError(f"`{checkpoints.directory}` has no checkpoint{wanted}; its steps: {listed}")
         checkpoints.check(step, weight_params, "the weight spec")
         device = SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jm.abstract_weights(weight_params))
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jm.abstract_weights(weight_params)
+        )
         weights, _ = checkpoints.restore(step, target)
         return weights

@@ -299,7 +299,9 @@ def _batch_placement(mesh: Mesh | None, data_axis: str) -> Callable[[Batch], Bat
     if mesh is None:
         return lambda batch: batch
     if data_axis not in mesh.axis_names:
-        raise jm.ShardingError(f"the mesh has no axis {data_axis!r} to split batches over; it has {list(mesh.axis_names)}")
+        raise jm.ShardingError(
+            f"the mesh has no axis {data_axis!r} to split batches over; it has {list(mesh.axis_names)}"
+        )
     sharding, parts = NamedSharding(mesh, PartitionSpec(data_axis)), mesh.shape[data_axis]
 
     def place(batch: Batch) -> Batch:

@@ -17,7 +17,8 @@ def format_entry(entry: Mapping[str, float], total: int) -> str:
     """One log line for a history entry.
 
     Example:
-        >>> format_entry({"step": 100, "loss": 0.43214, "lr": 0.0019, "steps_per_s": 12.34, "eval_accuracy": 0.95}, 2000)
+        >>> entry = {"step": 100, "loss": 0.43214, "lr": 0.0019, "steps_per_s": 12.34, "eval_accuracy": 0.95}
+        >>> format_entry(entry, 2000)
         'step 100/2000  loss 0.4321  lr 1.9e-03  12.3 steps/s  eval_accuracy 0.95'
     """
     parts = [f"step {int(entry['step'])}/{total}", f"loss {entry['loss']:.4f}", f"lr {entry['lr']:.1e}"]

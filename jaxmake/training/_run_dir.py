@@ -67,7 +67,11 @@ def write_history(run_dir: Path, history: History) -> None:
     """
     clean = [{key: value if math.isfinite(value) else None for key, value in entry.items()} for entry in history]
     last = clean[-1] if clean else {}
-    results = {key.removeprefix("eval_"): value for key, value in last.items() if key in ("step", "loss") or key.startswith("eval_")}
+    results = {
+        key.removeprefix("eval_"): value
+        for key, value in last.items()
+        if key in ("step", "loss") or key.startswith("eval_")
+    }
     _write_atomically(run_dir / METRICS, json.dumps({"results": results, "history": clean}, indent=1))
 
 

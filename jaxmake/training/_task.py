@@ -99,4 +99,3 @@ def shuffled_batches(arrays: Batch, batch_size: int, seed: int) -> Callable[[int
         return jax.tree.map(lambda a: np.asarray(a)[rows], arrays)
 
     return batch
-

@@ -14,8 +14,18 @@ from jaxmake import training
 from jaxmake.cli import main
 from jaxmake.components import Gpt
 
-TINY_VIT = ["--model.n-tfe-layers", "1", "--model.dim-model", "8", "--model.n-heads", "2", "--model.mlp-n-hidden", "8",
-            "--model.mlp-n-hidden-patches", "8"]
+TINY_VIT = [
+    "--model.n-tfe-layers",
+    "1",
+    "--model.dim-model",
+    "8",
+    "--model.n-heads",
+    "2",
+    "--model.mlp-n-hidden",
+    "8",
+    "--model.mlp-n-hidden-patches",
+    "8",
+]
 TINY_GPT = ["--n-ctx", "8", "--n-tfe-layers", "1", "--dim-model", "8", "--n-heads", "2", "--batch-size", "4"]
 
 
@@ -63,7 +73,9 @@ def test_resume_finishes_an_interrupted_run_exactly(chars_run: Path, text_file: 
     jax.tree.map(np.testing.assert_array_equal, straight, resumed)
 
 
-def test_sample_is_deterministic_and_rejects_unknown_characters(chars_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sample_is_deterministic_and_rejects_unknown_characters(
+    chars_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["sample", "--run", str(chars_run), "--prompt", "the ", "--tokens", "12", "--seed", "3"]
     assert main(args) == 0
     first = capsys.readouterr().out.rstrip("\n")
@@ -95,12 +107,19 @@ def test_check_good_and_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[
     good.write_text('model = "Vit"\n\n[config]\ndim_model = 16\nhwc = [8, 8, 1]\nn_patches_side = 2\n')
     assert main(["check", str(good)]) == 0
     out = capsys.readouterr().out
-    assert "is valid" in out and "encoder.tfe_layer_0.mha: (Input) -> (Output)" in out and "make-time contracts hold" in out
+    assert (
+        "is valid" in out
+        and "encoder.tfe_layer_0.mha: (Input) -> (Output)" in out
+        and "make-time contracts hold" in out
+    )
     cases = {
         "unknown.toml": ('model = "Vit"\nfoo = 1\n', "unknown key 'foo'"),
         "field.toml": ('model = "Vit"\n[config]\ndim_modle = 3\n', "`Vit` has no field 'dim_modle'"),
         "value.json": ('{"model": "Vit", "config": {"n_heads": 5}}', "`Vit.n_heads`=5 must divide `dim_model`=12"),
-        "type.json": ('{"model": "Mlp", "config": {"n_in": "3", "n_hidden": [2], "n_out": 1}}', "`Mlp.n_in`='3' must be of type int"),
+        "type.json": (
+            '{"model": "Mlp", "config": {"n_in": "3", "n_hidden": [2], "n_out": 1}}',
+            "`Mlp.n_in`='3' must be of type int",
+        ),
         "broken.toml": ("model = ", "not valid TOML"),
     }
     for name, (content, message) in cases.items():
@@ -132,8 +151,18 @@ def test_bad_flags_are_one_line_errors(args: list[str], message: str, capsys: py
 
 def test_the_console_script_exits_2_without_a_traceback() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from jaxmake.cli import entry_point; entry_point()", "train", "digits", "--epochs", "0"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from jaxmake.cli import entry_point; entry_point()",
+            "train",
+            "digits",
+            "--epochs",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr == "jaxmake: error: `TrainDigits.epochs`=0 must be >= 1\n"

@@ -21,7 +21,20 @@ from jaxmake import training
 from jaxmake.cli import main
 from jaxmake.components import Gpt
 
-TINY_GPT = ["--steps", "3", "--n-ctx", "8", "--n-tfe-layers", "1", "--dim-model", "8", "--n-heads", "2", "--batch-size", "4"]
+TINY_GPT = [
+    "--steps",
+    "3",
+    "--n-ctx",
+    "8",
+    "--n-tfe-layers",
+    "1",
+    "--dim-model",
+    "8",
+    "--n-heads",
+    "2",
+    "--batch-size",
+    "4",
+]
 
 # Records every file a process opens for writing or renames into place, and writes the
 # list to the file named by $WRITTEN when the process ends: what each process wrote.
@@ -29,7 +42,8 @@ SPY = """
 import atexit, json, os, sys
 written = set()
 def spy(event, args):
-    if event == "open" and (args[1] is None and args[2] & (os.O_WRONLY | os.O_RDWR) or args[1] and set(args[1]) & set("wax+")):
+    writes = args[2] & (os.O_WRONLY | os.O_RDWR) if args[1] is None else set(args[1]) & set("wax+")
+    if event == "open" and writes:
         written.add(str(args[0]))
     elif event == "os.rename":
         written.add(str(args[1]))
@@ -85,8 +99,13 @@ def _two_processes(args: list[str], tmp_path: Path) -> Iterator[Callable[[], lis
         ),
     ]
     running = [
-        subprocess.Popen([sys.executable, "-c", SPY, "train", "chars", *argv], env=env, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", SPY, "train", "chars", *argv],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for argv, env in commands
     ]
 
@@ -118,14 +137,23 @@ def test_two_processes_train_like_one_process_and_like_one_device(
     runs = {name: json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("two", "one", "device")}
     for name in ("one", "device"):
         for key in ("loss", "valid_loss"):
-            np.testing.assert_allclose(runs["two"]["results"][key], runs[name]["results"][key], rtol=1e-5, err_msg=f"{name}: {key}")
-        np.testing.assert_allclose([e["loss"] for e in runs["two"]["history"]], [e["loss"] for e in runs[name]["history"]], rtol=1e-5)
+            np.testing.assert_allclose(
+                runs["two"]["results"][key], runs[name]["results"][key], rtol=1e-5, err_msg=f"{name}: {key}"
+            )
+        np.testing.assert_allclose(
+            [e["loss"] for e in runs["two"]["history"]], [e["loss"] for e in runs[name]["history"]], rtol=1e-5
+        )
     assert [e["step"] for e in runs["two"]["history"]] == [1, 2, 3]
 
-    spec = Gpt.make(Gpt(**json.loads((tmp_path / "two" / "config.json").read_text())["metadata"]["config"])).weight_params
+    spec = Gpt.make(
+        Gpt(**json.loads((tmp_path / "two" / "config.json").read_text())["metadata"]["config"])
+    ).weight_params
     both_saved = training.load_weights(tmp_path / "two", spec)  # each process wrote its own shards
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), both_saved,
-                 training.load_weights(tmp_path / "one", spec))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        both_saved,
+        training.load_weights(tmp_path / "one", spec),
+    )
 
     run_files = ("config.json", "metrics.json", "loss.png")
     written = [{Path(path).name for path in json.loads((tmp_path / f"written-{i}.json").read_text())} for i in (0, 1)]
@@ -149,9 +177,13 @@ def test_two_processes_train_like_one_process_and_like_one_device(
         ),
         (
             ["--mesh", "data=4", "--rules", "fsdp", "--dim-model", "6", "--n-heads", "2"],
-            "weight `embedding.dict` dimension 1 (size 6, logical axis 'embed') cannot be split over mesh axis 'data' of size 4",
+            "weight `embedding.dict` dimension 1 (size 6, logical axis 'embed') cannot be split over mesh axis "
+            "'data' of size 4",
         ),
-        (["--mesh", "data=4", "--batch-size", "6"], "--batch-size 6 cannot be split over mesh axis 'data' of size 4: give a multiple of 4"),
+        (
+            ["--mesh", "data=4", "--batch-size", "6"],
+            "--batch-size 6 cannot be split over mesh axis 'data' of size 4: give a multiple of 4",
+        ),
         (["--rules", "tp"], "--rules tp splits the weights over a mesh: give --mesh too (e.g. --mesh data=2)"),
         (
             ["--num-processes", "2", "--process-id", "0"],
@@ -184,12 +216,17 @@ def test_bad_environment_variables_are_one_line_errors(
     monkeypatch.setenv("JAXMAKE_COORDINATOR", "127.0.0.1:5678")
     monkeypatch.setenv("JAXMAKE_NUM_PROCESSES", "two")
     assert main(["train", "chars", "--text", str(text_file), "--process-id", "0"]) == 2
-    assert capsys.readouterr().err == "jaxmake: error: $JAXMAKE_NUM_PROCESSES (for --num-processes) must be an integer >= 1, got 'two'\n"
+    assert (
+        capsys.readouterr().err
+        == "jaxmake: error: $JAXMAKE_NUM_PROCESSES (for --num-processes) must be an integer >= 1, got 'two'\n"
+    )
 
 
 def test_devices_cannot_change_once_jax_runs(text_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     jax.devices()  # JAX has started in this process
     assert main(["train", "chars", "--text", str(text_file), "--cpu-devices", "2"]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("jaxmake: error: --cpu-devices: jax_num_cpu_devices config should be updated before backends")
+    assert error.startswith(
+        "jaxmake: error: --cpu-devices: jax_num_cpu_devices config should be updated before backends"
+    )
     assert error.count("\n") == 1

@@ -32,7 +32,15 @@ LIBRARY: dict[type[Any], dict[str, Any]] = {
     jmc.SelfMultiHeadAttn: {"n_heads": 2, "dim_model": 4},
     jmc.TransformerLayer: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,)},
     jmc.TransformerEncoder: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,), "n_tfe_layers": 2},
-    jmc.Vit: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,), "n_tfe_layers": 1, "hwc": (4, 4, 1), "n_patches_side": 2, "mlp_n_hidden_patches": (4,)},
+    jmc.Vit: {
+        "n_heads": 2,
+        "dim_model": 4,
+        "mlp_n_hidden": (4,),
+        "n_tfe_layers": 1,
+        "hwc": (4, 4, 1),
+        "n_patches_side": 2,
+        "mlp_n_hidden_patches": (4,),
+    },
     jmc.Gpt: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,), "n_tfe_layers": 1, "vocab_size": 5, "n_ctx": 4},
 }
 
@@ -64,7 +72,9 @@ def test_one_field_out_of_range_raises_config_error_naming_it(cls: type[Any], da
 @given(data=st.data())
 def test_drawn_components_meet_their_contracts_on_real_numbers(cls: type[Any], data: st.DataObject) -> None:
     config = data.draw(configs(cls, **LIBRARY[cls]))
-    assert_contracts(cls.make(config), jr.key(data.draw(st.integers(0, 2**16))), int_high=LIBRARY[cls].get("vocab_size", 2))
+    assert_contracts(
+        cls.make(config), jr.key(data.draw(st.integers(0, 2**16))), int_high=LIBRARY[cls].get("vocab_size", 2)
+    )
 
 
 def test_every_public_config_class_is_covered() -> None:

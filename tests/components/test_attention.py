@@ -24,7 +24,9 @@ def random_weights(weight_params: jm.WeightParamsTree, seed: int) -> jm.Weights:
     CPU; NumPy draws cost nothing.
     """
     rng = np.random.default_rng(seed)
-    weights: jm.Weights = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.normal(size=s.shape), s.dtype), jm.abstract_weights(weight_params))
+    weights: jm.Weights = jax.tree.map(
+        lambda s: jnp.asarray(0.5 * rng.normal(size=s.shape), s.dtype), jm.abstract_weights(weight_params)
+    )
     return weights
 
 
@@ -87,7 +89,9 @@ def test_pipeline_matches_numpy_and_equals_an_all_true_mask(mha: jm.Component, m
 def test_masked_matches_numpy_with_exact_zeros(mask_kind: str, mha: jm.Component, masked: jm.FixedProcess) -> None:
     weights = random_weights(mha.weight_params, 1)
     x = normal((T, DIM_INPUT), 1)
-    mask = {"random": random_mask(T, 2), "causal": jnp.tri(T, dtype=bool), "none allowed": jnp.zeros((T, T), bool)}[mask_kind]
+    mask = {"random": random_mask(T, 2), "causal": jnp.tri(T, dtype=bool), "none allowed": jnp.zeros((T, T), bool)}[
+        mask_kind
+    ]
     outputs = masked(weights, {jm.Input: x, "mask": mask})
     expected, expected_attn = np_attention(weights, x, N_HEADS, mask)
     np.testing.assert_allclose(outputs[jm.Output], expected, rtol=1e-5, atol=1e-5)

@@ -46,7 +46,9 @@ def test_initial_loss_is_near_log_vocab_and_the_loss_process_agrees(gpt: jm.Comp
     assert abs(float(losses.mean()) - math.log(37)) < 0.3
     logits = gpt.fixed_pipeline(weights, tokens[0])
     np.testing.assert_allclose(losses[0], softmax_cross_entropy(logits, targets[0]).mean(), rtol=1e-5)
-    assert_gradients(lambda w: gpt.get_fixed_process(LOSS_PORTS)(w, {jm.Input: tokens[0], "targets": targets[0]})["loss"], weights)
+    assert_gradients(
+        lambda w: gpt.get_fixed_process(LOSS_PORTS)(w, {jm.Input: tokens[0], "targets": targets[0]})["loss"], weights
+    )
 
 
 def test_sequences_longer_than_the_context_are_rejected(gpt: jm.Component) -> None:

@@ -62,7 +62,9 @@ def test_embeddings_lookup_and_logits(getkey: Any) -> None:
 @pytest.mark.parametrize("name", ["relu", "gelu", "tanh", "silu"])
 def test_activations_match_numpy(name: jmc.Activation) -> None:
     x = jnp.linspace(-4, 4, 33)
-    np.testing.assert_allclose(jmc.activation(name)(x), NP_ACTIVATIONS[name](np.asarray(x, np.float64)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        jmc.activation(name)(x), NP_ACTIVATIONS[name](np.asarray(x, np.float64)), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_losses_match_numpy(getkey: Any) -> None:

@@ -89,5 +89,7 @@ def test_errors_name_the_layer_path() -> None:
     with jm.scope("head"):
         mlp = jmc.Mlp.make(jmc.Mlp(2, (4,), 2))
     weights = jm.abstract_weights(mlp.weight_params)
-    with pytest.raises(jm.ShapeError, match=r"^ShapeError in head, process \(Input\) -> \(Output\), input port 'Input'"):
+    with pytest.raises(
+        jm.ShapeError, match=r"^ShapeError in head, process \(Input\) -> \(Output\), input port 'Input'"
+    ):
         jax.eval_shape(mlp.checked(), weights, {"Input": jax.ShapeDtypeStruct((3,), jnp.float32)}, None)

@@ -1,5 +1,6 @@
 """`Patches` against NumPy references: which pixel lands in which token."""
 
+from itertools import pairwise
 from typing import Any
 
 import jax
@@ -32,7 +33,9 @@ def np_patches(image: Any, n_sections_h: int, n_sections_w: int) -> Any:
     for i in range(n_sections_h):
         for j in range(n_sections_w):
             for c in range(ch):
-                tokens.append([image[i * patch_h + r, j * patch_w + s, c] for r in range(patch_h) for s in range(patch_w)])
+                tokens.append(
+                    [image[i * patch_h + r, j * patch_w + s, c] for r in range(patch_h) for s in range(patch_w)]
+                )
     return np.array(tokens)
 
 
@@ -98,7 +101,9 @@ def test_checked_call_names_the_image_dims() -> None:
         patches = Patches.make(SMALL)
     weights = jm.abstract_weights(patches.weight_params)
     header = r"^ShapeError in patching, process \(Input\) -> \(Output\), input port 'Input'\n"
-    with pytest.raises(jm.ShapeError, match=header + r"(?s:.*)bound:    h=4 \(component dims\), w=6 \(component dims\)"):
+    with pytest.raises(
+        jm.ShapeError, match=header + r"(?s:.*)bound:    h=4 \(component dims\), w=6 \(component dims\)"
+    ):
         jax.eval_shape(patches.checked(), weights, {jm.Input: jax.ShapeDtypeStruct((6, 4, 2), jnp.float32)}, None)
 
 
@@ -121,7 +126,7 @@ def test_drawn_configs_make_their_weight_spec(config: Patches) -> None:
     patch_size = (config.h // config.n_sections_h) * (config.w // config.n_sections_w)
     widths = (patch_size, *config.mlp_n_hidden, config.dim_out)
     assert jax.tree.map(jnp.shape, jm.abstract_weights(patches.weight_params)) == {
-        "mlp": {f"layer_{i}": {"w": (n_in, n_out), "b": (n_out,)} for i, (n_in, n_out) in enumerate(zip(widths, widths[1:]))}
+        "mlp": {f"layer_{i}": {"w": (n_in, n_out), "b": (n_out,)} for i, (n_in, n_out) in enumerate(pairwise(widths))}
     }
     assert patches.dims["n_patches"] == config.n_sections_h * config.n_sections_w * config.ch
     assert patches.fixed == (frozenset(patches.processes) if config.dropout_keep_rate == 1.0 else frozenset())

@@ -54,7 +54,11 @@ def np_sinusoids(length: int, dim: int) -> Any:
 
 def test_seed_vit_shapes() -> None:
     grid = TensorPositionalEncoding.make(TensorPositionalEncoding((7, 7, 1), 12, 12, 12, "dot", 0.001))
-    assert _shapes(grid.weight_params) == {"encoding_dim_0": (12, 7), "encoding_dim_1": (12, 7), "encoding_dim_2": (12, 1)}
+    assert _shapes(grid.weight_params) == {
+        "encoding_dim_0": (12, 7),
+        "encoding_dim_1": (12, 7),
+        "encoding_dim_2": (12, 1),
+    }
     assert grid.weight_params["encoding_dim_2"] == jm.WeightParams((12, 1), "normal", 0.001, axes=("embed", None))
     y = PositionalEncoding.make(PositionalEncoding(max_input_length=1, dim_encoding=12))
     assert _shapes(y.weight_params) == {"encoding_dim_0": (12, 1)}
@@ -94,7 +98,9 @@ def test_a_sequence_is_the_grid_with_one_axis(getkey: Any) -> None:
     weights = jm.make_weights(getkey(), summed.weight_params)
     x = jr.normal(getkey(), (4, 3))
     strategies: list[tuple[TensorPositionalEncodeStrategy, jm.Component]] = [
-        ("sum", summed), ("naive_sum", summed), ("dot", multiplied)
+        ("sum", summed),
+        ("naive_sum", summed),
+        ("dot", multiplied),
     ]
     for strategy, sequence in strategies:
         grid = TensorPositionalEncoding.make(TensorPositionalEncoding((4,), 3, 3, 3, strategy))
@@ -125,14 +131,18 @@ def test_dynamic_length_takes_any_length_up_to_the_limit_and_fixed_exactly_it() 
     with pytest.raises(jm.ShapeError, match=r"reason:   dimension T is 6, above its limit of 5"):
         call(dynamic, 6)
     assert call(fixed, 5) == (5, 3)
-    with pytest.raises(jm.ShapeError, match=r'expected: Float\[Array, "max_input_length dim_encoding"\]\n  got:      f32\[4,3\]'):
+    with pytest.raises(
+        jm.ShapeError, match=r'expected: Float\[Array, "max_input_length dim_encoding"\]\n  got:      f32\[4,3\]'
+    ):
         call(fixed, 4)
 
 
 def test_tensor_contract_spells_the_grid() -> None:
     encoding = TensorPositionalEncoding.make(TensorPositionalEncoding((2, 3), 4, 4, 4))
     weights = jm.abstract_weights(encoding.weight_params)
-    with pytest.raises(jm.ShapeError, match=r'expected: Float\[Array, "2 3 input_channels"\]\n  got:      f32\[2,1,4\]'):
+    with pytest.raises(
+        jm.ShapeError, match=r'expected: Float\[Array, "2 3 input_channels"\]\n  got:      f32\[2,1,4\]'
+    ):
         jax.eval_shape(encoding.checked(), weights, {jm.Input: jax.ShapeDtypeStruct((2, 1, 4), jnp.float32)}, None)
 
 
@@ -177,11 +187,17 @@ def test_config_errors() -> None:
         match=r"^`TensorPositionalEncoding.input_channels`=8 must equal `dim_encoding`=12: every strategy combines",
     ):
         TensorPositionalEncoding((7, 7, 1), 8, 12, 12)
-    with pytest.raises(jm.ConfigError, match=r"^`TensorPositionalEncoding.output_channels`=6 must equal `dim_encoding`=12"):
+    with pytest.raises(
+        jm.ConfigError, match=r"^`TensorPositionalEncoding.output_channels`=6 must equal `dim_encoding`=12"
+    ):
         TensorPositionalEncoding((7, 7, 1), 12, 6, 12)
-    with pytest.raises(jm.ConfigError, match=r"^`TensorPositionalEncoding.input_shape`=\(\) must have at least 1 items$"):
+    with pytest.raises(
+        jm.ConfigError, match=r"^`TensorPositionalEncoding.input_shape`=\(\) must have at least 1 items$"
+    ):
         TensorPositionalEncoding((), 12, 12, 12)
-    with pytest.raises(jm.ConfigError, match=r"^`PositionalEncoding.positional_encode_strategy`='naive_sum' must be one of"):
+    with pytest.raises(
+        jm.ConfigError, match=r"^`PositionalEncoding.positional_encode_strategy`='naive_sum' must be one of"
+    ):
         PositionalEncoding(5, 12, "naive_sum")  # type: ignore[arg-type]
     with pytest.raises(jm.ConfigError, match=r"^`PositionalEncoding.max_input_length`=0 must be >= 1$"):
         PositionalEncoding(0, 12)
@@ -190,9 +206,11 @@ def test_config_errors() -> None:
 @given(configs(PositionalEncoding))
 def test_drawn_sequence_configs_make_their_weight_spec(config: PositionalEncoding) -> None:
     encoding = PositionalEncoding.make(config)
-    expected = {} if config.positional_encode_strategy == "sinusoidal" else {
-        "encoding_dim_0": (config.dim_encoding, config.max_input_length)
-    }
+    expected = (
+        {}
+        if config.positional_encode_strategy == "sinusoidal"
+        else {"encoding_dim_0": (config.dim_encoding, config.max_input_length)}
+    )
     assert _shapes(encoding.weight_params) == expected
 
 

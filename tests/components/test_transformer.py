@@ -45,7 +45,9 @@ def np_encoder(w: Any, x: Any, n_layers: int, mask: Any = None) -> tuple[Any, An
 
 
 def encoder(n_tfe_layers: int, **fields: Any) -> jm.Component:
-    return TransformerEncoder.make(TransformerEncoder(N_HEADS, DIM_MODEL, MLP_N_HIDDEN, n_tfe_layers, eps=EPS, **fields))
+    return TransformerEncoder.make(
+        TransformerEncoder(N_HEADS, DIM_MODEL, MLP_N_HIDDEN, n_tfe_layers, eps=EPS, **fields)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,9 @@ def test_two_layer_encoder_matches_numpy() -> None:
     expected, expected_attn = np_encoder(weights, x, 2, mask)
     np.testing.assert_allclose(outputs[jm.Output], expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(outputs["attn"], expected_attn, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(jax.jit(two.fixed_pipeline)(weights, x), np_encoder(weights, x, 2)[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        jax.jit(two.fixed_pipeline)(weights, x), np_encoder(weights, x, 2)[0], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_scan_equals_loop_given_stacked_weights_and_the_same_rng(getkey: Any) -> None:
@@ -114,7 +118,9 @@ def test_universal_shares_one_layer_in_loop_and_scan(getkey: Any) -> None:
     y = jax.jit(universal.pipeline)(weights, x, rng)
     np.testing.assert_allclose(jax.jit(scanned.pipeline)(weights, x, rng), y, rtol=1e-5, atol=1e-6)
     looped = {"tfe_layer_0": weights["tfe_layer"], "tfe_layer_1": weights["tfe_layer"], "norm": weights["norm"]}
-    np.testing.assert_allclose(jax.jit(encoder(2, dropout_keep_rate=0.7).pipeline)(looped, x, rng), y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(encoder(2, dropout_keep_rate=0.7).pipeline)(looped, x, rng), y, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_stack_and_unstack_layers_round_trip() -> None:
@@ -122,11 +128,15 @@ def test_stack_and_unstack_layers_round_trip() -> None:
     stacked = stack_layers(weights, 3)
     assert set(stacked) == {"tfe_layers", "norm"}
     jm.check_weights(encoder(3, scan_layers=True).weight_params, stacked)
-    np.testing.assert_array_equal(stacked["tfe_layers"]["mha"]["kqv"]["w"][2], weights["tfe_layer_2"]["mha"]["kqv"]["w"])
+    np.testing.assert_array_equal(
+        stacked["tfe_layers"]["mha"]["kqv"]["w"][2], weights["tfe_layer_2"]["mha"]["kqv"]["w"]
+    )
     jax.tree.map(np.testing.assert_array_equal, unstack_layers(stacked), weights)
     with pytest.raises(jm.WeightsError, match=r"^`stack_layers` takes weights holding `tfe_layer_0` .. `tfe_layer_1` "):
         stack_layers(weights, 2)
-    with pytest.raises(jm.WeightsError, match=r"^`unstack_layers` takes weights holding `tfe_layers`; these hold \['norm', "):
+    with pytest.raises(
+        jm.WeightsError, match=r"^`unstack_layers` takes weights holding `tfe_layers`; these hold \['norm', "
+    ):
         unstack_layers(weights)
 
 
@@ -166,14 +176,18 @@ def test_drawn_layer_configs_make_the_layer_weights(data: st.DataObject) -> None
     assert shapes["mha"] == {"kqv": {"w": (d, 3 * d), "b": (3 * d,)}, "out": {"w": (d, d), "b": (d,)}}
     assert shapes["norm1"] == shapes["norm2"] == {"a": (d,), "b": (d,)}
     widths = (d, *config.mlp_n_hidden, d)
-    assert shapes["mlp"] == {f"layer_{i}": {"w": (widths[i], widths[i + 1]), "b": (widths[i + 1],)} for i in range(len(widths) - 1)}
+    assert shapes["mlp"] == {
+        f"layer_{i}": {"w": (widths[i], widths[i + 1]), "b": (widths[i + 1],)} for i in range(len(widths) - 1)
+    }
 
 
 @settings(max_examples=10)
 @given(data=st.data())
 def test_drawn_encoder_configs_make_the_layout_of_their_mode(data: st.DataObject) -> None:
     n_tfe_layers = data.draw(st.integers(1, 3))
-    config = data.draw(configs(TransformerEncoder, n_heads=2, dim_model=4, mlp_n_hidden=(3,), n_tfe_layers=n_tfe_layers))
+    config = data.draw(
+        configs(TransformerEncoder, n_heads=2, dim_model=4, mlp_n_hidden=(3,), n_tfe_layers=n_tfe_layers)
+    )
     spec = TransformerEncoder.make(config).weight_params
     layer_spec = TransformerLayer.make(config).weight_params
     n = config.n_tfe_layers

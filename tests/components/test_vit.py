@@ -31,8 +31,16 @@ SEED_TREE = {
 }
 
 SMALL = Vit(
-    n_tfe_layers=1, n_heads=2, dim_model=8, mlp_n_hidden=(8,), hwc=(4, 4, 2), n_patches_side=2,
-    mlp_n_hidden_patches=(8,), dict_size_output=3, positional_encode_strategy="sum", pos_init_scale=0.1,
+    n_tfe_layers=1,
+    n_heads=2,
+    dim_model=8,
+    mlp_n_hidden=(8,),
+    hwc=(4, 4, 2),
+    n_patches_side=2,
+    mlp_n_hidden_patches=(8,),
+    dict_size_output=3,
+    positional_encode_strategy="sum",
+    pos_init_scale=0.1,
 )
 
 
@@ -96,7 +104,10 @@ def test_gradients_reach_every_weight(getkey: Any) -> None:
     ("changes", "message"),
     [
         ({"n_heads": 5}, r"^`Vit.n_heads`=5 must divide `dim_model`=12$"),
-        ({"n_patches_side": 5}, r"^`Vit.n_patches_side`=5 must divide the image height 28 \(from `hwc`=\(28, 28, 1\)\)$"),
+        (
+            {"n_patches_side": 5},
+            r"^`Vit.n_patches_side`=5 must divide the image height 28 \(from `hwc`=\(28, 28, 1\)\)$",
+        ),
         ({"hwc": (28, 27, 1)}, r"^`Vit.n_patches_side`=7 must divide the image width 27"),
         ({"input_keep_rate": 0.0}, r"^`Vit.input_keep_rate`=0.0 must be > 0$"),
     ],

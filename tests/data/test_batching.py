@@ -116,8 +116,9 @@ def test_random_windows_reach_both_ends_and_are_seeded() -> None:
     starts, targets = random_windows(np.arange(10), 8, 200, _rng())
     assert set(starts[:, 0].tolist()) == {0, 1}
     assert targets.max() == 9
-    np.testing.assert_array_equal(random_windows(np.arange(100), 4, 8, _rng(5))[0],
-                                  random_windows(np.arange(100), 4, 8, _rng(5))[0])
+    np.testing.assert_array_equal(
+        random_windows(np.arange(100), 4, 8, _rng(5))[0], random_windows(np.arange(100), 4, 8, _rng(5))[0]
+    )
 
 
 def test_contiguous_windows_cover_the_stream() -> None:

@@ -35,8 +35,13 @@ def test_split_is_deterministic_and_partitions_the_data(digits: ArraySplit) -> N
     np.testing.assert_array_equal(digits.y_train, again.y_train)
     # Train and test together hold every (image, label) of the data set exactly once.
     pixels, labels = sklearn_load_digits(return_X_y=True)
-    ours = np.concatenate([np.concatenate([digits.x_train, digits.x_test]).reshape(-1, 64) * 16,
-                           np.concatenate([digits.y_train, digits.y_test])[:, None]], axis=1)
+    ours = np.concatenate(
+        [
+            np.concatenate([digits.x_train, digits.x_test]).reshape(-1, 64) * 16,
+            np.concatenate([digits.y_train, digits.y_test])[:, None],
+        ],
+        axis=1,
+    )
     theirs = np.concatenate([pixels, labels[:, None]], axis=1)
     for a, b in zip(np.unique(ours, axis=0, return_counts=True), np.unique(theirs, axis=0, return_counts=True)):
         np.testing.assert_array_equal(a, b)

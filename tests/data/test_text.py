@@ -23,15 +23,14 @@ def test_default_corpus_split_and_vocab(text: TextSplit) -> None:
     assert len(text.train) + len(text.valid) == len(corpus)
     # Contiguous: the training text is the start of the corpus, the validation text its end.
     assert text.vocab.decode(text.train[:1000]) == corpus[:1000]
-    assert text.vocab.decode(text.valid) == corpus[len(text.train):]
+    assert text.vocab.decode(text.valid) == corpus[len(text.train) :]
     assert text.vocab.chars == tuple(sorted(set(corpus)))
 
 
 def test_default_corpus_is_deterministic(text: TextSplit) -> None:
     again = load_text(validation_fraction=0.25)
     assert again.vocab == text.vocab
-    np.testing.assert_array_equal(np.concatenate([again.train, again.valid]),
-                                  np.concatenate([text.train, text.valid]))
+    np.testing.assert_array_equal(np.concatenate([again.train, again.valid]), np.concatenate([text.train, text.valid]))
     assert len(again.valid) == math.ceil(0.25 * (len(text.train) + len(text.valid)))
 
 

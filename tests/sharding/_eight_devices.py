@@ -31,21 +31,21 @@ if __name__ == "__main__":  # not when imported (pytest collects this file for d
     # Backend optimisation off: a third less compile time; both sides of every comparison run so.
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
 
-import json  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from jax import Array  # noqa: E402
-from jax.sharding import Mesh, PartitionSpec  # noqa: E402
+import jax
+import numpy as np
+from jax import Array
+from jax.sharding import Mesh, PartitionSpec
 
-import jaxmake as jm  # noqa: E402
-from jaxmake.components import LOSS_PORTS, Gpt, Vit, softmax_cross_entropy  # noqa: E402
-from jaxmake.sharding import RULES, make_mesh  # noqa: E402
-from jaxmake.training import Batch, Task, TrainConfig, load_weights, shuffled_batches, train  # noqa: E402
+import jaxmake as jm
+from jaxmake.components import LOSS_PORTS, Gpt, Vit, softmax_cross_entropy
+from jaxmake.sharding import RULES, make_mesh
+from jaxmake.training import Batch, Task, TrainConfig, load_weights, shuffled_batches, train
 
 LAYOUTS: Mapping[str, tuple[tuple[int, int], str]] = {
     "dp": ((8, 1), "dp"),
@@ -142,7 +142,9 @@ def check_training(out: Path, name: str, component: jm.Component, task: Task) ->
         shardings = jm.weight_shardings(component.weight_params, mesh, RULES[preset])
         # The values of `make_weights(..., mesh=mesh, rules=...)` (see `check_init`), without its
         # compiles: one small program per weight and layout.
-        sharded = train(task, jax.device_put(initial, shardings), CONFIG, out / name / layout, progress="off", mesh=mesh)
+        sharded = train(
+            task, jax.device_put(initial, shardings), CONFIG, out / name / layout, progress="off", mesh=mesh
+        )
         _save(out, f"{name}.{layout}", sharded.weights)
         _save(out, f"{name}.{layout}_opt", sharded.opt_state)
         results[f"{name}/{layout}"] = {

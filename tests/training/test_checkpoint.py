@@ -73,7 +73,9 @@ def test_a_mismatched_spec_lists_every_path(tmp_path: Path) -> None:
     with pytest.raises(jm.WeightsError) as error:
         load_weights(tmp_path, other)
     message = str(error.value)
-    assert message.startswith(f"the checkpoint of step 7 in `{tmp_path / 'checkpoints'}` does not match the weight spec (")
+    assert message.startswith(
+        f"the checkpoint of step 7 in `{tmp_path / 'checkpoints'}` does not match the weight spec ("
+    )
     for line in [
         "wrong shape  linear.w: expected f32[4,2], got f32[3,2]",
         "wrong dtype  linear.b: expected i32[2], got f32[2]",

@@ -35,7 +35,14 @@ from jaxmake.training import (
 
 SPEC = {"linear": {"w": jm.WeightParams((3, 1)), "b": jm.WeightParams((1,), init="zeros")}, "dropout": {}}
 CONFIG = TrainConfig(
-    steps=12, batch_size=16, learning_rate=0.3, eval_every=6, log_every=1, checkpoint_every=4, keep_checkpoints=2, seed=3
+    steps=12,
+    batch_size=16,
+    learning_rate=0.3,
+    eval_every=6,
+    log_every=1,
+    checkpoint_every=4,
+    keep_checkpoints=2,
+    seed=3,
 )
 
 
@@ -242,4 +249,3 @@ def test_a_metric_must_be_a_scalar(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"^the task's metric `errors` must be a scalar, got shape \(16,\)"):
         train(dataclasses.replace(TASK, loss=loss), WEIGHTS, CONFIG, tmp_path, progress="off")
-

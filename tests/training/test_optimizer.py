@@ -48,7 +48,9 @@ def test_decay_mask_selects_matrices_only() -> None:
 @pytest.mark.parametrize("weight_decay", [0.0, 0.5])
 def test_weight_decay_shrinks_matrices_only(weight_decay: float) -> None:
     """With zero gradients, AdamW's only move is the decay: `w -= lr * weight_decay * w`."""
-    config = TrainConfig(steps=10, learning_rate=0.1, warmup_fraction=0.0, schedule="constant", weight_decay=weight_decay)
+    config = TrainConfig(
+        steps=10, learning_rate=0.1, warmup_fraction=0.0, schedule="constant", weight_decay=weight_decay
+    )
     optimizer = make_optimizer(config)
     weights = {"w": jnp.full((2, 2), 2.0), "b": jnp.full((2,), 2.0)}
 

@@ -6,14 +6,33 @@ import jaxmake as jm
 from jaxmake import training
 
 PUBLIC = [
-    "Batch", "Checkpoints", "History", "LossFn", "ProgressMode", "Schedule", "Task", "TrainConfig", "TrainResult",
-    "TrainingDiverged", "decay_mask", "load_metadata", "load_weights", "make_optimizer", "make_schedule", "record_results",
-    "shuffled_batches", "train",
-]  # fmt: skip
+    "Batch",
+    "Checkpoints",
+    "History",
+    "LossFn",
+    "ProgressMode",
+    "Schedule",
+    "Task",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "decay_mask",
+    "load_metadata",
+    "load_weights",
+    "make_optimizer",
+    "make_schedule",
+    "record_results",
+    "shuffled_batches",
+    "train",
+]
 
 
 def test_public_names_are_pinned() -> None:
-    names = [name for name, value in vars(training).items() if not name.startswith("_") and not isinstance(value, types.ModuleType)]
+    names = [
+        name
+        for name, value in vars(training).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    ]
     assert sorted(names) == sorted(PUBLIC)
 
 

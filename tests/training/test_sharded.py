@@ -2,7 +2,6 @@
 and optimizer state, and checkpoints restored onto another layout."""
 
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -59,9 +58,17 @@ def test_batches_that_do_not_split_are_one_line_errors(tmp_path: Path) -> None:
     odd = TrainConfig(steps=1, batch_size=6, eval_every=1, log_every=1, checkpoint_every=1)
     task = Task(_loss, shuffled_batches(DATA, odd.batch_size, 0))
     mesh = _mesh((4, 1))
-    with pytest.raises(jm.ShardingError, match=r"^a batch of 6 examples cannot be split over mesh axis 'data' of size 4$"):
+    with pytest.raises(
+        jm.ShardingError, match=r"^a batch of 6 examples cannot be split over mesh axis 'data' of size 4$"
+    ):
         train(task, jm.make_weights(jax.random.key(0), SPEC), odd, tmp_path, progress="off", mesh=mesh)
     with pytest.raises(jm.ShardingError, match=r"the mesh has no axis 'batch' to split batches over"):
-        train(task, jm.make_weights(jax.random.key(0), SPEC), odd, tmp_path / "x", progress="off", mesh=mesh, data_axis="batch")
-
-
+        train(
+            task,
+            jm.make_weights(jax.random.key(0), SPEC),
+            odd,
+            tmp_path / "x",
+            progress="off",
+            mesh=mesh,
+            data_axis="batch",
+        )

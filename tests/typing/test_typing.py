@@ -42,8 +42,12 @@ def test_mypy_rejects_exactly_what_is_marked(path: Path, mypy_report: list[str])
     for number, kind, text in expected:
         code, _, message = text.partition(": ") if kind == "error" else ("", "", text)
         found = [
-            r for r in reports
-            if int(r["line"]) == number and r["kind"] == kind and r["text"].strip().startswith(message) and (r["code"] or "") == code
+            r
+            for r in reports
+            if int(r["line"]) == number
+            and r["kind"] == kind
+            and r["text"].strip().startswith(message)
+            and (r["code"] or "") == code
         ]
         assert found, f"{relative}:{number}: mypy did not report {kind} {text!r}; it said:\n" + "\n".join(mypy_report)
     announced = {number for number, kind, _ in expected if kind == "error"}

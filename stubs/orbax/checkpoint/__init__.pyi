@@ -24,7 +24,9 @@ class CheckpointManagerOptions:
 class CheckpointHandler: ...
 
 class StandardCheckpointHandler(CheckpointHandler):
-    def __init__(self, *, save_concurrent_gb: int = 96, restore_concurrent_gb: int = 96, use_ocdbt: bool = True) -> None: ...
+    def __init__(
+        self, *, save_concurrent_gb: int = 96, restore_concurrent_gb: int = 96, use_ocdbt: bool = True
+    ) -> None: ...
 
 class CheckpointManager:
     def __init__(
