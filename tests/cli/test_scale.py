@@ -42,8 +42,9 @@ SPY = """
 import atexit, json, os, sys
 written = set()
 def spy(event, args):
-    writes = args[2] & (os.O_WRONLY | os.O_RDWR) if args[1] is None else set(args[1]) & set("wax+")
-    if event == "open" and writes:
+    if event == "open" and (
+        args[2] & (os.O_WRONLY | os.O_RDWR) if args[1] is None else set(args[1]) & set("wax+")
+    ):
         written.add(str(args[0]))
     elif event == "os.rename":
         written.add(str(args[1]))
