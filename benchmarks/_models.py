@@ -219,7 +219,7 @@ def build_jaxmake_core(spec: Spec, scan: bool) -> Built:
     }
     dims, limits = {"dim": spec.dim, "vocab": spec.vocab}, {"T": spec.n_ctx}
     gpt = jm.Component.from_fixed_pipeline(params, logits, dims=dims, limits=limits)
-    loss_component = jm.Component.from_fixed_process(params, loss, loss_ports, dims, limits=limits)
+    loss_component = jm.Component.from_fixed_process(params, loss, loss_ports, dims=dims, limits=limits)
     return _jaxmake_built("jaxmake core", gpt, loss_component.get_fixed_process(loss_ports), spec)
 
 

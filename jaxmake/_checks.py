@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -31,17 +31,20 @@ import jax.random as jr
 import numpy as np
 from beartype.door import die_if_unbearable, is_bearable
 from beartype.roar import BeartypeDoorHintViolation
-from jaxtyping import AbstractArray, Shaped, jaxtyped
-from jaxtyping._array_types import (  # the parsed dims of an annotation
-    _anonymous_dim,
-    _anonymous_variadic_dim,
-    _FixedDim,
-    _NamedDim,
-    _NamedVariadicDim,
-    _SymbolicDim,
-)
-from jaxtyping._storage import get_shape_memo
+from jaxtyping import Shaped, jaxtyped
+from jaxtyping._storage import get_shape_memo  # the dims bound so far, which messages report
 
+from jaxmake._annotations import (
+    annotation_str,
+    build_dtype,
+    can_build,
+    dim_names,
+    dims_of,
+    has_variadic,
+    is_array_annotation,
+    shape_of,
+    variadic_names,
+)
 from jaxmake._errors import JaxMakeError, ShapeError, array_str
 from jaxmake._ports import ProcessPorts
 from jaxmake._weights import WeightParamsTree, Weights, abstract_weights
@@ -51,7 +54,6 @@ ProcessFn = Callable[[Weights, Mapping[str, Any], Any], Mapping[str, Any]]
 CHECKS_ENV_VAR = "JAXMAKE_CHECK_CONTRACTS"
 _RECORDS: ContextVar[list[str] | None] = ContextVar("jaxmake_contract_records", default=None)
 _CHECKING: ContextVar[str | None] = ContextVar("jaxmake_checking", default=None)  # the path being checked
-_BUILD_DTYPES = ("float32", "int32", "bool", "uint32", "int64", "float64", "float16", "bfloat16", "uint8", "int8")
 
 
 def contracts_enabled() -> bool:
@@ -66,10 +68,10 @@ def recorded_contracts() -> Iterator[list[str]]:
     Example:
         >>> from jaxmake.components import Mlp
         >>> with recorded_contracts() as checked:
-        ...     with jm.scope("mlp"):
-        ...         _ = Mlp.make(Mlp(2, (3,), 2))
+        ...     _ = Mlp.make(Mlp(2, (3,), 2))
         >>> checked
-        ['mlp.layer_0: (Input) -> (Output)', 'mlp.layer_1: (Input) -> (Output)', 'mlp.dropout: (Input) -> (Output)', 'mlp: (Input) -> (Output)']
+        ['Mlp.layer_0: (Input) -> (Output)', 'Mlp.layer_1: (Input) -> (Output)',
+         'Mlp.dropout: (Input) -> (Output)', 'Mlp: (Input) -> (Output)']
     """
     records: list[str] = []
     token = _RECORDS.set(records)
@@ -79,19 +81,18 @@ def recorded_contracts() -> Iterator[list[str]]:
         _RECORDS.reset(token)
 
 
-def is_array_annotation(hint: object) -> bool:
-    """Whether `hint` is a jaxtyping array annotation such as `Float[Array, "T d"]`."""
-    return isinstance(hint, type) and issubclass(hint, AbstractArray)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def annotation_str(hint: Any) -> str:
-    """`Float[Array, "T dim_model"]` for a jaxtyping annotation, the type's name otherwise."""
-    if is_array_annotation(hint):
-        array_type = (
-            "Array" if hint.array_type is jax.Array else getattr(hint.array_type, "__name__", repr(hint.array_type))
-        )
-        return f'{hint.dtype.__name__}[{array_type}, "{hint.dim_str}"]'
-    return getattr(hint, "__name__", repr(hint))
+def _in_callers_memo(fn: _F) -> _F:
+    """Mark `fn` to run in its caller's jaxtyping dimension memo.
+
+    The checks of one call share one memo (the dims bound by earlier ports and by `dims`); a
+    runtime checker that wraps each function in a fresh memo (jaxtyping's import hook) would
+    hide them. It leaves a function with `__no_type_check__` unwrapped.
+    """
+    fn.__no_type_check__ = True  # type: ignore[attr-defined]
+    return fn
 
 
 class _Site:
@@ -104,16 +105,19 @@ class _Site:
         dims: Mapping[str, int],
         limits: Mapping[str, int],
         caller: str | None = None,
+        origins: Mapping[str, str] | None = None,
     ) -> None:
         self.path, self.ports, self.dims, self.limits, self.caller = path, ports, dims, limits, caller
-        self.origins = dict.fromkeys(dims, "component dims")
+        self.origins = {dim: (origins or {}).get(dim, "component dims") for dim in dims}
 
+    @_in_callers_memo
     def check_ports(self, side: str, hints: Mapping[str, Any], given: object) -> None:
         """Check that `given` maps exactly the names of `hints` to values that match them."""
         self.check_names(side, frozenset(hints), given)
         for name, hint in hints.items():
             self.check(side, name, hint, given[name])  # type: ignore[index]
 
+    @_in_callers_memo
     def check(self, side: str, name: str, hint: Any, value: Any) -> None:
         if hint is None:
             return
@@ -139,6 +143,7 @@ class _Site:
                 reason = str(violation)
         raise ShapeError(self._message(side, name, hint, value, reason))
 
+    @_in_callers_memo
     def check_names(self, side: str, expected: frozenset[str], given: object) -> None:
         if not isinstance(given, Mapping):
             raise ShapeError(f"{self._where()}\n  {side}s must be a dict of port name -> array, got {array_str(given)}")
@@ -158,12 +163,13 @@ class _Site:
         )
         return f"ShapeError in {self.path or 'a component'}, process {self.ports}{called}"
 
+    @_in_callers_memo
     def _message(self, side: str, name: str, hint: Any, value: Any, reason: str) -> str:
         memo, variadic = get_shape_memo()[:2]
         bound = [f"{dim}={size} ({self.origins.get(dim, 'earlier port')})" for dim, size in memo.items()]
         bound += [f"*{dim}={shape} ({self.origins.get(dim, 'earlier port')})" for dim, (_, shape) in variadic.items()]
-        unbound = [d for d in _dim_names(hint) if d not in memo and d not in variadic]
-        bound += [f"{d} unbound" for d in unbound]
+        unbound = [d for d in dims_of(hint) if d.kind == "named" and d.text not in memo and d.text not in variadic]
+        bound += [f"{'*' if d.variadic else ''}{d.text} unbound" for d in unbound]
         lines = [
             f"{self._where()}, {side} port '{name}'",
             f"  expected: {annotation_str(hint)}",
@@ -185,11 +191,13 @@ def checked_process(
     path: str,
     dims: Mapping[str, int],
     limits: Mapping[str, int] | None = None,
+    origins: Mapping[str, str] | None = None,
 ) -> ProcessFn:
     """Wrap `process` so that every call checks its ports against their annotations.
 
-    Dims in `dims` are bound before the first port is checked; a free dim named in
-    `limits` may not exceed its limit. Under `jax.jit` the checks run at trace time only.
+    Dims in `dims` are bound before the first port is checked (messages say where each
+    came from, as `origins` gives it: `Linear.n_in`); a free dim named in `limits` may not
+    exceed its limit. Under `jax.jit` the checks run at trace time only.
 
     Raises:
         ShapeError: a port is missing, unexpected, or does not match its annotation.
@@ -197,7 +205,7 @@ def checked_process(
 
     @functools.wraps(process)
     def checked(weights: Weights, inputs: Mapping[str, Any], rng: Any) -> Mapping[str, Any]:
-        site = _Site(path, ports, dims, limits or {})
+        site = _Site(path, ports, dims, limits or {}, origins=origins)
         with _bound_dims(dims):
             site.check_ports("input", ports.input_types, inputs)
             outputs = process(weights, inputs, rng)
@@ -230,6 +238,7 @@ class Contract:
         limits: the limits of its free dims.
         weights: its weights as `jax.ShapeDtypeStruct`s.
         output_dtypes: the output dtypes seen for the input dtypes it was checked with.
+        origins: where each bound dim came from.
     """
 
     ports: ProcessPorts
@@ -238,6 +247,7 @@ class Contract:
     limits: Mapping[str, int]
     weights: Any
     output_dtypes: Mapping[tuple[str, ...], Mapping[str, Any]]
+    origins: Mapping[str, str]
 
     def outputs(self, weights: Weights, inputs: Mapping[str, Any]) -> dict[str, jax.Array] | None:
         """Zeros shaped as the output annotations promise for these inputs.
@@ -248,12 +258,12 @@ class Contract:
         """
         if not _same_avals(weights, self.weights):
             return None
-        site = _Site(self.path, self.ports, self.dims, self.limits, caller=_CHECKING.get())
+        site = _Site(self.path, self.ports, self.dims, self.limits, caller=_CHECKING.get(), origins=self.origins)
         with _bound_dims(self.dims):
             site.check_ports("input", self.ports.input_types, inputs)
             memo, variadic = get_shape_memo()[:2]
             batch = {name: shape for name, (_, shape) in variadic.items()}
-            shapes = [(name, _shape(hint, memo, batch)) for name, hint in self.ports.output_types.items()]
+            shapes = [(name, shape_of(hint, memo, batch)) for name, hint in self.ports.output_types.items()]
         dtypes = self.output_dtypes.get(_dtypes_of(self.ports, inputs))
         if dtypes is None:
             return None
@@ -287,6 +297,7 @@ def check_contract(
     dims: Mapping[str, int],
     uses_rng: bool,
     limits: Mapping[str, int] | None = None,
+    origins: Mapping[str, str] | None = None,
 ) -> Contract | None:
     """Check a process's declared contract on abstract values, for two sizes of each free dim.
 
@@ -303,10 +314,11 @@ def check_contract(
             process fails on inputs that match its annotations.
     """
     hints = ports.input_types
-    if not contracts_enabled() or not hints or not all(map(_can_build, hints.values())):
+    if not contracts_enabled() or not hints or not all(map(can_build, hints.values())):
         return None
     limits = limits or {}
-    wrapped = checked_process(process, ports, path=path, dims=dims, limits=limits)
+    origins = origins or {}
+    wrapped = checked_process(process, ports, path=path, dims=dims, limits=limits, origins=origins)
     weights = abstract_weights(weight_params)
     rng = jax.ShapeDtypeStruct((), _key_dtype()) if uses_rng else None
     output_dtypes: dict[tuple[str, ...], Mapping[str, Any]] = {}
@@ -331,7 +343,7 @@ def check_contract(
     records = _RECORDS.get()
     if records is not None:
         records.append(f"{path or '(top level)'}: {ports}")
-    return Contract(ports, path, dims, limits, weights, output_dtypes)
+    return Contract(ports, path, dims, limits, weights, output_dtypes, origins)
 
 
 def _dtypes_of(ports: ProcessPorts, inputs: Mapping[str, Any]) -> tuple[str, ...]:
@@ -362,8 +374,8 @@ def abstract_inputs(
     """
     limits = limits or {}
     hints = [h for h in ports.input_types.values() if is_array_annotation(h)]
-    free = list(dict.fromkeys(n for h in hints for n in _dim_names(h, variadic=False) if n not in dims))
-    variadic = list(dict.fromkeys(n for h in hints for n in _variadic_names(h)))
+    free = list(dict.fromkeys(n for h in hints for n in dim_names(h, variadic=False) if n not in dims))
+    variadic = list(dict.fromkeys(n for h in hints for n in variadic_names(h)))
     taken = set(dims.values())
     sizes = dict(dims)
     for name in (n for n in free if n in limits):
@@ -380,71 +392,16 @@ def abstract_inputs(
     batch = {n: (next(rest), next(rest)) if attempt else () for n in variadic}
     inputs = {}
     for name, hint in ports.input_types.items():
-        shape = _shape(hint, sizes, batch, anonymous=3)
+        shape = shape_of(hint, sizes, batch, anonymous=3)
         assert shape is not None, "every named dim of an input annotation has a size"
-        inputs[name] = jax.ShapeDtypeStruct(shape, _build_dtype(hint))
+        inputs[name] = jax.ShapeDtypeStruct(shape, build_dtype(hint))
     return inputs
-
-
-def _shape(
-    hint: Any, sizes: Mapping[str, int], batch: Mapping[str, tuple[int, ...]], anonymous: int | None = None
-) -> tuple[int, ...] | None:
-    """The shape an annotation gives with these sizes; `None` where a dim is not determined.
-
-    With `anonymous` given, an anonymous dim (`_`) takes that size and an anonymous
-    variadic dim (`...`) no axes; without it, neither is determined.
-    """
-    if not is_array_annotation(hint):
-        return None
-    shape: list[int] = []
-    for dim in hint.dims:
-        if isinstance(dim, _FixedDim):
-            shape.append(dim.size)
-        elif isinstance(dim, _NamedDim) and dim.name in sizes:
-            shape.append(sizes[dim.name])
-        elif isinstance(dim, _NamedVariadicDim) and dim.name in batch:
-            shape.extend(batch[dim.name])
-        elif isinstance(dim, _SymbolicDim):
-            try:
-                shape.append(int(eval(dim.elem, {}, dict(sizes))))  # as jaxtyping evaluates it
-            except NameError:
-                return None
-        elif dim is _anonymous_dim and anonymous is not None:
-            shape.append(anonymous)
-        elif dim is _anonymous_variadic_dim and anonymous is not None:
-            continue  # no axes
-        else:
-            return None
-    return tuple(shape)
-
-
-def _can_build(hint: object) -> bool:
-    return is_array_annotation(hint) and _build_dtype(hint) is not None
-
-
-def _build_dtype(hint: Any) -> str | None:
-    dtypes = hint.dtypes
-    if not isinstance(dtypes, list | tuple):  # jaxtyping's "any dtype" marker, as in `Shaped`
-        return "float32"
-    return next((d for d in _BUILD_DTYPES if d in dtypes), None)
-
-
-def _dim_names(hint: object, variadic: bool = True) -> list[str]:
-    if not is_array_annotation(hint):
-        return []
-    kinds = (_NamedDim, _NamedVariadicDim) if variadic else (_NamedDim,)
-    return [dim.name for dim in hint.dims if isinstance(dim, kinds)]  # type: ignore[attr-defined]
-
-
-def _variadic_names(hint: Any) -> list[str]:
-    return [dim.name for dim in hint.dims if isinstance(dim, _NamedVariadicDim)]
 
 
 def _one_axis_too_many(hint: Any, value: Any) -> bool:
     if not is_array_annotation(hint) or not hasattr(value, "shape"):
         return False
-    plain = all(d is not _anonymous_variadic_dim and not isinstance(d, _NamedVariadicDim) for d in hint.dims)
-    return plain and len(value.shape) == len(hint.dims) + 1
+    return not has_variadic(hint) and len(value.shape) == len(hint.dim_str.split()) + 1
 
 
 @functools.cache

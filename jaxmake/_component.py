@@ -6,22 +6,26 @@ A `Component` is what a config's `make` returns. It holds the spec of its weight
 every annotated process by abstract evaluation: this is "make time". A checked process
 is stored so that, while an enclosing component is checked, it stands in by its verified
 contract instead of being traced again (see `jaxmake._checks.stand_in`).
+
+One calling convention serves every component: `component(weights, x, rng=None, **side_inputs)`
+runs the process whose inputs are `Input` plus the side inputs and returns its `Output`;
+`component.run(weights, inputs, rng)` returns every output.
 """
 
 import inspect
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
-import jax.random as jr
 from jax import Array
 
+from jaxmake._annotations import dim_names
 from jaxmake._checks import check_contract, checked_process, stand_in
-from jaxmake._errors import JaxMakeError
+from jaxmake._errors import ArgumentError, checks_own_arguments
 from jaxmake._ports import Input, Output, ProcessPorts, make_ports, pipeline_ports
 from jaxmake._weights import WeightParamsTree, Weights
 
@@ -34,6 +38,11 @@ Pipeline: TypeAlias = Callable[[Weights, Array, Array | None], Array]
 FixedPipeline: TypeAlias = Callable[[Weights, Array], Array]
 """A pipeline that uses no randomness: `(weights, x) -> y`."""
 
+DimsSource: TypeAlias = Mapping[str, int] | object | list[Mapping[str, int] | object] | None
+"""What binds a component's named dims: a mapping `{"n_tokens": 50}`; a config, whose int
+fields bind the dims of the same names that its annotations use (`dims=config`); or a list of
+these, merged in order."""
+
 _SCOPE: ContextVar[tuple[str, ...]] = ContextVar("jaxmake_scope", default=())
 
 
@@ -41,8 +50,9 @@ _SCOPE: ContextVar[tuple[str, ...]] = ContextVar("jaxmake_scope", default=())
 def scope(name: str) -> Iterator[None]:
     """Name the components made inside the block, for error messages.
 
-    A component records the path of the scopes it was made in (`vit.encoder.mha`);
-    every `ShapeError` it raises names that path. Use the sub-component's weight key:
+    A component records the path of the scopes it was made in (`Vit.encoder.mha`);
+    every `ShapeError` it raises names that path. `make_children` opens one per child, and
+    a config's `make` called outside any scope opens one named after its class:
 
     >>> with scope("encoder"), scope("mha"):
     ...     current_path()
@@ -60,155 +70,224 @@ def current_path() -> str:
     return ".".join(_SCOPE.get())
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Component:
     """An uninitialised network module: weight specs and named pure processes.
 
     Args:
         weight_params: the nested spec of the weights its processes take.
         processes: each process keyed by its ports.
-        fixed: the ports of the processes that use no randomness (their rng is `None`).
-        dims: sizes of named dimensions bound by the config, e.g. `{"dim_model": 12}`.
+        fixed: `True` if no process uses randomness, or the ports of those that do not;
+            a fixed process is called with `rng=None`.
+        dims: binds named dimensions to sizes (see `DimsSource`): `dims=config`,
+            `dims={"n_tokens": 50}`, or `dims=[config, {"n_tokens": 50}]`.
         limits: the largest size each named free dimension may take, e.g. `{"T": n_ctx}`;
             make-time checks stay within them and checked calls enforce them.
-        path: where it sits in the model; defaults to the enclosing `scope` blocks.
+        path: where it sits in the model; defaults to the enclosing `scope` blocks (a
+            config's `make` opens one named after its class).
 
     Raises:
         ShapeError: an annotated process does not meet its contract (at construction,
             unless `JAXMAKE_CHECK_CONTRACTS=0`).
-        JaxMakeError: the fields are malformed.
+        ArgumentError: the arguments are malformed.
+
+    Example:
+        >>> from jaxtyping import Array, Float
+        >>> def scale(weights: jm.Weights, x: Float[Array, "T d"]) -> Float[Array, "T d"]:
+        ...     return x * weights["s"]
+        >>> component = Component.from_pipeline({"s": jm.WeightParams((4,), init="ones")}, scale, dims={"d": 4})
+        >>> component(jm.make_weights(jax.random.key(0), component.weight_params), jnp.ones((2, 4))).shape
+        (2, 4)
     """
 
     weight_params: WeightParamsTree
     processes: Mapping[ProcessPorts, Process]
-    fixed: frozenset[ProcessPorts] = frozenset()
-    dims: Mapping[str, int] = field(default_factory=dict)
-    limits: Mapping[str, int] = field(default_factory=dict)
-    path: str = field(default_factory=current_path)
+    fixed: frozenset[ProcessPorts]
+    dims: Mapping[str, int]
+    limits: Mapping[str, int]
+    path: str
+    _origins: Mapping[str, str] = field(repr=False)
 
-    def __post_init__(self) -> None:
-        for ports, process in self.processes.items():
-            if not isinstance(ports, ProcessPorts) or not callable(process):
-                raise JaxMakeError(
-                    f"{self._name()}: processes map `ProcessPorts` to functions, got {ports!r}: {process!r}"
-                )
-        if not self.fixed <= set(self.processes):
-            raise JaxMakeError(
-                f"{self._name()}: `fixed` names ports without a process: {sorted(map(str, self.fixed - set(self.processes)))}"
-            )
-        for field_name, sizes, least in (("dims", self.dims, 0), ("limits", self.limits, 1)):
-            for name, size in sizes.items():
-                if not isinstance(name, str) or isinstance(size, bool) or not isinstance(size, int) or size < least:
-                    raise JaxMakeError(
-                        f"{self._name()}: `{field_name}` maps names to sizes >= {least}, got {name!r}={size!r}"
-                    )
-        if set(self.dims) & set(self.limits):
-            raise JaxMakeError(
-                f"{self._name()}: {sorted(set(self.dims) & set(self.limits))} are both bound and limited"
-            )
-        object.__setattr__(self, "dims", MappingProxyType(dict(self.dims)))
-        object.__setattr__(self, "limits", MappingProxyType(dict(self.limits)))
-        processes = dict(self.processes)
+    @checks_own_arguments
+    def __init__(
+        self,
+        weight_params: WeightParamsTree,
+        processes: Mapping[ProcessPorts, Process | FixedProcess],
+        *,
+        fixed: bool | Iterable[ProcessPorts] = False,
+        dims: DimsSource = None,
+        limits: Mapping[str, int] | None = None,
+        path: str | None = None,
+    ) -> None:
+        set_field = object.__setattr__
+        set_field(self, "path", _default_path(dims, next(iter(processes.values()), None)) if path is None else path)
         for ports, process in processes.items():
-            contract = check_contract(
-                process,
-                ports,
-                self.weight_params,
-                path=self.path,
-                dims=self.dims,
-                uses_rng=ports not in self.fixed,
-                limits=self.limits,
-            )
-            if contract is not None:  # enclosing components' checks then trust it
-                processes[ports] = stand_in(process, contract)
-        object.__setattr__(self, "processes", MappingProxyType(processes))
+            if not isinstance(ports, ProcessPorts) or not callable(process):
+                raise self._error(f"processes map `ProcessPorts` to functions, got {ports!r}: {process!r}")
+        fixed_ports = frozenset(processes) if fixed is True else frozenset(fixed or ())
+        if not fixed_ports <= set(processes):
+            unknown = sorted(map(str, fixed_ports - set(processes)))
+            raise self._error(f"`fixed` names ports without a process: {unknown}")
+        fixed_ports |= {ports for ports, process in processes.items() if not _takes_rng(process)}
+        sizes, origins = _bound_dims(dims, processes)
+        limits = dict(limits or {})
+        for field_name, table, least in (("dims", sizes, 0), ("limits", limits, 1)):
+            for name, size in table.items():
+                if not isinstance(name, str) or isinstance(size, bool) or not isinstance(size, int) or size < least:
+                    raise self._error(f"`{field_name}` maps names to sizes >= {least}, got {name!r}={size!r}")
+        if set(sizes) & set(limits):
+            raise self._error(f"{sorted(set(sizes) & set(limits))} are both bound and limited")
+        set_field(self, "weight_params", weight_params)
+        set_field(self, "fixed", fixed_ports)
+        set_field(self, "dims", MappingProxyType(sizes))
+        set_field(self, "limits", MappingProxyType(limits))
+        set_field(self, "_origins", MappingProxyType(origins))
+        checked = {ports: self._checked_at_make_time(ports, _as_process(fn)) for ports, fn in processes.items()}
+        set_field(self, "processes", MappingProxyType(checked))
+
+    def _checked_at_make_time(self, ports: ProcessPorts, process: Process) -> Process:
+        """`process`, standing in by its contract once that is verified (see `stand_in`)."""
+        contract = check_contract(
+            process,
+            ports,
+            self.weight_params,
+            path=self.path,
+            dims=self.dims,
+            uses_rng=ports not in self.fixed,
+            limits=self.limits,
+            origins=self._origins,
+        )
+        return process if contract is None else stand_in(process, contract)
 
     @classmethod
     def from_process(
         cls,
         weight_params: WeightParamsTree,
-        process: Process,
+        process: Process | FixedProcess,
         ports: ProcessPorts,
-        dims: Mapping[str, int] | None = None,
         *,
         fixed: bool = False,
+        dims: DimsSource = None,
         limits: Mapping[str, int] | None = None,
     ) -> "Component":
-        """A component with one process; `fixed=True` declares that it ignores its rng."""
-        return cls(
-            weight_params, {ports: process}, frozenset({ports}) if fixed else frozenset(), dims or {}, limits or {}
-        )
+        """A component with one process: `(weights, inputs, rng)`, or `(weights, inputs)` if it uses no randomness.
 
-    @classmethod
-    def from_fixed_process(
-        cls,
-        weight_params: WeightParamsTree,
-        fixed_process: FixedProcess,
-        ports: ProcessPorts,
-        dims: Mapping[str, int] | None = None,
-        *,
-        limits: Mapping[str, int] | None = None,
-    ) -> "Component":
-        """A component with one process that uses no randomness."""
-        return cls.from_process(weight_params, _ignore_rng(fixed_process), ports, dims, fixed=True, limits=limits)
+        `fixed=True` declares that a function taking an rng ignores it (it is then called
+        with `None`); a function without one is fixed anyway.
+        """
+        path = _default_path(dims, process)
+        return cls(weight_params, {ports: process}, fixed=fixed, dims=dims, limits=limits, path=path)
 
     @classmethod
     def from_pipeline(
         cls,
         weight_params: WeightParamsTree,
-        pipeline: Pipeline,
+        pipeline: Pipeline | FixedPipeline,
         ports: ProcessPorts | None = None,
-        dims: Mapping[str, int] | None = None,
         *,
         fixed: bool = False,
+        dims: DimsSource = None,
         limits: Mapping[str, int] | None = None,
     ) -> "Component":
-        """A component whose one process is the pipeline `(weights, x, rng) -> y`.
+        """A component whose one process is a pipeline: `(weights, x, rng) -> y`, or `(weights, x) -> y`.
 
         `ports` defaults to the pipeline's own jaxtyping annotations of `x` and its return.
-        `fixed=True` declares that the pipeline ignores its rng (it is then called with
-        `None`), which is how a component whose randomness depends on its config (dropout
-        with a keep rate of 1) says so.
+        A pipeline without an rng is fixed; `fixed=True` declares that one taking an rng
+        ignores it, which is how a component whose randomness depends on its config
+        (dropout with a keep rate of 1) says so.
         """
         ports = _pipeline_ports(pipeline, ports)
-        return cls.from_process(weight_params, _as_process(pipeline), ports, dims, fixed=fixed, limits=limits)
+        path = _default_path(dims, pipeline)
+        process: Process | FixedProcess
+        if _takes_rng(pipeline):
+            run = typing.cast(Pipeline, pipeline)
+            process = lambda w, inputs, rng: {Output: run(w, inputs[Input], rng)}  # noqa: E731
+        else:
+            run_fixed = typing.cast(FixedPipeline, pipeline)
+            process = lambda w, inputs: {Output: run_fixed(w, inputs[Input])}  # noqa: E731
+        return cls(weight_params, {ports: process}, fixed=fixed, dims=dims, limits=limits, path=path)
 
-    @classmethod
-    def from_fixed_pipeline(
-        cls,
-        weight_params: WeightParamsTree,
-        fixed_pipeline: FixedPipeline,
-        ports: ProcessPorts | None = None,
-        dims: Mapping[str, int] | None = None,
+    from_fixed_pipeline = from_pipeline
+    """Alias of `from_pipeline` (which takes fixed pipelines too), kept from the seed's vocabulary."""
+    from_fixed_process = from_process
+    """Alias of `from_process` (which takes fixed processes too), kept from the seed's vocabulary."""
+
+    def __call__(self, weights: Weights, x: Array, /, rng: Array | None = None, **side_inputs: Array) -> Array:
+        """The `Output` of the process whose inputs are `Input` (`x`) and the `side_inputs`.
+
+        `rng=None` runs a random process in evaluation mode (the library's dropout is then
+        the identity). Where several processes take those inputs, the one whose only output
+        is `Output` runs; `run` returns every output of any process.
+
+        Raises:
+            ArgumentError: no process takes those inputs and returns `Output`.
+        """
+        ports = self._find(frozenset((Input, *side_inputs)), Output)
+        return self.processes[ports](weights, {Input: x, **side_inputs}, self._rng_for(ports, rng))[Output]
+
+    def run(
+        self,
+        weights: Weights,
+        inputs: Mapping[str, Array],
+        rng: Array | None = None,
         *,
-        limits: Mapping[str, int] | None = None,
-    ) -> "Component":
-        """A component whose one process is the pipeline `(weights, x) -> y` (no randomness)."""
-        ports = _pipeline_ports(fixed_pipeline, ports)
-        process = _as_process(lambda weights, x, rng: fixed_pipeline(weights, x))
-        return cls.from_process(weight_params, process, ports, dims, fixed=True, limits=limits)
+        outputs: str | Iterable[str] | None = None,
+    ) -> Mapping[str, Array]:
+        """Every output of the process that takes exactly these inputs (and gives `outputs`, if named).
+
+        Raises:
+            ArgumentError: no process matches, or several do and `outputs` does not choose.
+        """
+        wanted = None if outputs is None else frozenset((outputs,) if isinstance(outputs, str) else outputs)
+        ports = self._find(frozenset(inputs), None, wanted)
+        return self.processes[ports](weights, inputs, self._rng_for(ports, rng))
+
+    def _rng_for(self, ports: ProcessPorts, rng: Array | None) -> Array | None:
+        return None if ports in self.fixed else rng
+
+    def _find(self, inputs: frozenset[str], gives: str | None, outputs: frozenset[str] | None = None) -> ProcessPorts:
+        """The ports of the process with these inputs (that gives `gives`, or has exactly `outputs`)."""
+        found = [
+            p
+            for p in self.processes
+            if p.inputs == inputs
+            and (gives is None or gives in p.outputs)
+            and (outputs is None or p.outputs == outputs)
+        ]
+        if len(found) > 1:
+            found = [p for p in found if p.outputs == {gives}] or found
+        if len(found) != 1:
+            which = "no" if not found else "more than one"
+            gives_text = (
+                f" that gives `{gives}`" if gives else f" with the outputs {sorted(outputs)}" if outputs else ""
+            )
+            raise self._error(
+                f"has {which} process taking {sorted(inputs)}{gives_text}"
+                f"{'; choose with `outputs=`' if found else ''}. {self._listing()}"
+            )
+        return found[0]
 
     def get_process(self, ports: ProcessPorts) -> Process:
         """The process with these port names.
 
         Raises:
-            JaxMakeError: there is none; the message lists the processes there are.
+            ArgumentError: there is none; the message lists the processes there are.
         """
         if ports not in self.processes:
-            raise JaxMakeError(f"{self._name()} has no process {ports}. {self._listing()}")
+            raise self._error(f"has no process {ports}. {self._listing()}")
         return self.processes[ports]
 
     def get_fixed_process(self, ports: ProcessPorts) -> FixedProcess:
         """The process with these port names, as `(weights, inputs) -> outputs`.
 
         Raises:
-            JaxMakeError: there is none, or it uses randomness (it is not fixed).
+            ArgumentError: there is none, or it uses randomness (it is not fixed).
         """
         process = self.get_process(ports)
         if ports not in self.fixed:
-            raise JaxMakeError(
-                f"{self._name()}'s process {ports} uses randomness, so it has no fixed form; call "
-                f"`get_process(ports)` and pass an rng. {self._listing()}"
+            raise self._error(
+                f"has a process {ports} that uses randomness, so it has no fixed form; call it with an rng: "
+                f"`component.run(weights, inputs, rng)`. {self._listing()}"
             )
         return lambda weights, inputs: process(weights, inputs, None)
 
@@ -232,28 +311,45 @@ class Component:
         Raises:
             ShapeError: (when called) a port does not match its annotation.
         """
+        stored = next((p for p in self.processes if p == ports), ports)  # the stored ports carry the annotations
         return checked_process(
-            self.get_process(ports), self._annotated(ports), path=self.path, dims=self.dims, limits=self.limits
+            self.get_process(ports), stored, path=self.path, dims=self.dims, limits=self.limits, origins=self._origins
         )
 
-    def _annotated(self, ports: ProcessPorts) -> ProcessPorts:
-        """The stored ports (which carry the annotations) equal to `ports`."""
-        return next(p for p in self.processes if p == ports)
+    @property
+    def checked_pipeline(self) -> Pipeline:
+        """The pipeline as `(weights, x, rng) -> y`, every call checked as `checked()` does."""
+        process = self.checked(pipeline_ports)
+        return lambda weights, x, rng: process(weights, {Input: x}, rng)[Output]
 
-    def _name(self) -> str:
-        return f"component `{self.path}`" if self.path else "the component"
+    def _error(self, what: str) -> ArgumentError:
+        return ArgumentError(f"component `{self.path}` {what}")
 
     def _listing(self) -> str:
         listed = [f"{p} [{'fixed' if p in self.fixed else 'uses rng'}]" for p in sorted(self.processes, key=str)]
         return f"It has: {', '.join(listed) or 'no processes'}"
 
 
-def _ignore_rng(fixed_process: FixedProcess) -> Process:
-    return lambda weights, inputs, rng: fixed_process(weights, inputs)
+def _takes_rng(fn: Callable[..., Any]) -> bool:
+    """Whether `fn` takes an rng: a third positional parameter without a default, or defaulting to `None`.
+
+    A parameter with another default (`inner=inner`, binding a loop variable) is not one.
+    """
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: assume the full form
+        return True
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    slots = [p for p in parameters if p.kind in positional and p.default in (inspect.Parameter.empty, None)]
+    return len(slots) >= 3 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
 
 
-def _as_process(pipeline: Pipeline) -> Process:
-    return lambda weights, inputs, rng: {Output: pipeline(weights, inputs[Input], rng)}
+def _as_process(fn: Process | FixedProcess) -> Process:
+    """`fn` as `(weights, inputs, rng) -> outputs`: one that takes no rng is given none."""
+    if _takes_rng(fn):
+        return typing.cast(Process, fn)
+    fixed = typing.cast(FixedProcess, fn)
+    return lambda weights, inputs, rng: fixed(weights, inputs)
 
 
 def _pipeline_ports(fn: Callable[..., Any], ports: ProcessPorts | None) -> ProcessPorts:
@@ -263,34 +359,40 @@ def _pipeline_ports(fn: Callable[..., Any], ports: ProcessPorts | None) -> Proce
         x_hint = hints.get(params[1]) if len(params) > 1 else None
         return make_ports({Input: x_hint}, {Output: hints.get("return")})
     if ports != pipeline_ports:
-        raise JaxMakeError(f"a pipeline's ports are {pipeline_ports}, got {ports}")
+        raise ArgumentError(f"a pipeline's ports are {pipeline_ports}, got {ports}")
     return ports
 
 
-def sequential(components: Mapping[str, Component], sequence: Sequence[str]) -> Pipeline:
-    """A pipeline running the named components' pipelines in order.
+def _bound_dims(source: DimsSource, processes: Mapping[ProcessPorts, Any]) -> tuple[dict[str, int], dict[str, str]]:
+    """The sizes `dims=` binds, and where each came from (`Linear.n_in`, or `dims`).
 
-    Each runs on its own slice `weights[name]` with its own rng (`fold_in(rng, step)`);
-    a name may appear more than once to share weights across steps. Called with
-    `rng=None`, every step gets `None`: the library's components read that as evaluation
-    mode (no dropout).
-
-    Raises:
-        JaxMakeError: a name is not in `components`, or one lacks a pipeline.
+    A config binds those of its int fields that are named in the processes' annotations.
     """
-    for name in sequence:
-        if name not in components:
-            raise JaxMakeError(f"`sequential` has no component `{name}`; it has {sorted(components)}")
-    steps = [(name, components[name].pipeline) for name in sequence]
+    sizes: dict[str, int] = {}
+    origins: dict[str, str] = {}
+    for part in source if isinstance(source, list) else [] if source is None else [source]:
+        if isinstance(part, Mapping):
+            sizes.update(part)
+            origins.update(dict.fromkeys(part, "component dims"))
+            continue
+        hints = [hint for ports in processes for hint in (*ports.input_types.values(), *ports.output_types.values())]
+        named = {name for hint in hints for name in dim_names(hint)}
+        found = {n: getattr(part, n) for n in sorted(named) if _is_size(getattr(part, n, None))}
+        sizes.update(found)
+        origins.update({n: f"{type(part).__name__}.{n}" for n in found})
+    return sizes, origins
 
-    def run(weights: Weights, x: Array, rng: Array | None) -> Array:
-        for step, (name, pipeline) in enumerate(steps):
-            x = pipeline(weights[name], x, None if rng is None else jr.fold_in(rng, step))
-        return x
 
-    return run
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def merge_params(components: Mapping[str, Component]) -> dict[str, WeightParamsTree]:
-    """`{name: component.weight_params}`: the spec of a parent holding these components."""
-    return {name: component.weight_params for name, component in components.items()}
+def _default_path(dims: DimsSource, fn: object) -> str:
+    """The enclosing scopes' path; outside any, the config's class name, else the function's name."""
+    if current_path():
+        return current_path()
+    for part in dims if isinstance(dims, list) else [dims]:
+        if part is not None and not isinstance(part, Mapping):
+            return type(part).__name__
+    name = getattr(fn, "__qualname__", "")
+    return ".".join(n for n in name.split(".") if n not in ("<locals>", "<lambda>")) or "component"

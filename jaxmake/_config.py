@@ -9,7 +9,9 @@ draws configs. Construction then
 * checks every `annotated_types` constraint, inside tuple items too,
 * runs `validate` for rules that tie several fields together,
 
-and raises `ConfigError` naming the class, the field, the value and the rule.
+and raises `ConfigError` naming the class, the field, the value and the rule. A `make`
+classmethod called outside any `scope` runs inside `scope(ClassName)`, so that the
+component's errors name it (`Linear`, `Vit.encoder.mha`).
 
 Example:
     >>> from typing import Annotated
@@ -26,15 +28,17 @@ Example:
 """
 
 import dataclasses
+import functools
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, ClassVar, Literal, dataclass_transform, get_args, get_origin
 
 import annotated_types as at
 from beartype import BeartypeConf
 from beartype.door import is_bearable
 
-from jaxmake._errors import ConfigError
+from jaxmake._component import current_path, scope
+from jaxmake._errors import ConfigError, checks_own_arguments
 
 _BEARTYPE = BeartypeConf(is_pep484_tower=True)
 
@@ -54,6 +58,10 @@ class Config:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(frozen=True)(cls)
+        checks_own_arguments(cls.__init__)  # `__post_init__` checks every field, raising `ConfigError`
+        make = cls.__dict__.get("make")
+        if isinstance(make, classmethod):
+            cls.make = classmethod(_scoped_by_class(make.__func__))  # type: ignore[attr-defined]
 
     def __post_init__(self) -> None:
         for name, hint in field_hints(type(self)).items():
@@ -75,6 +83,19 @@ class Config:
     def error(self, field: str, rule: str) -> ConfigError:
         """A `ConfigError` for `field`: "`Class.field`=value rule"."""
         return ConfigError(f"`{type(self).__name__}.{field}`={getattr(self, field)!r} {rule}")
+
+
+def _scoped_by_class(make: Callable[..., Any]) -> Callable[..., Any]:
+    """`make`, run inside `scope(cls.__name__)` when no scope is open (a top-level component)."""
+
+    @functools.wraps(make)
+    def scoped(cls: type, *args: Any, **kwargs: Any) -> Any:
+        if current_path():
+            return make(cls, *args, **kwargs)
+        with scope(cls.__name__):
+            return make(cls, *args, **kwargs)
+
+    return scoped
 
 
 _FIELD_HINTS: dict[type, dict[str, Any]] = {}

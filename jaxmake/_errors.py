@@ -1,5 +1,8 @@
 """The errors jaxmake raises. Every one of them is a `JaxMakeError`."""
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 
 class JaxMakeError(Exception):
     """Base class of every error that jaxmake raises on purpose."""
@@ -47,3 +50,19 @@ def array_str(value: object) -> str:
 
 
 _DTYPE_PREFIXES = (("bfloat", "bf"), ("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c"))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def checks_own_arguments(fn: _F) -> _F:
+    """Mark `fn` as checking its own arguments, raising a `JaxMakeError` that names what is wrong.
+
+    A runtime type-checker that honours `__no_type_check__` (jaxtyping's import hook, beartype)
+    then leaves `fn`'s arguments to it, instead of pre-empting that error with its own: the
+    public entry points (`Config` and `WeightParams` construction, `Component`, `make_ports`,
+    `make_weights`, ...) accept what their hints do not say (ints where floats belong, lists
+    as tuples) and reject the rest with a message about the argument.
+    """
+    fn.__no_type_check__ = True  # type: ignore[attr-defined]
+    return fn

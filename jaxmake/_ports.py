@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
+from jaxmake._errors import ArgumentError, checks_own_arguments
+
 Input: Final = "Input"
 """The name of the main input port: the `x` of a pipeline."""
 Output: Final = "Output"
@@ -39,9 +41,9 @@ class ProcessPorts:
             ("outputs", self.outputs, self.output_types),
         ):
             if not isinstance(names, frozenset) or not all(isinstance(n, str) and n for n in names):
-                raise TypeError(f"`ProcessPorts.{side}` must be a frozenset of non-empty port names, got {names!r}")
+                raise ArgumentError(f"`ProcessPorts.{side}` must be a frozenset of non-empty port names, got {names!r}")
             if set(types) - names:
-                raise TypeError(
+                raise ArgumentError(
                     f"`ProcessPorts` has annotations for {sorted(set(types) - names)}, which are not {side}"
                 )
         object.__setattr__(
@@ -60,6 +62,10 @@ class ProcessPorts:
         return f"({', '.join(sorted(self.inputs))}) -> ({', '.join(sorted(self.outputs))})"
 
 
+checks_own_arguments(ProcessPorts.__init__)  # `__post_init__` checks the names, raising `ArgumentError`
+
+
+@checks_own_arguments
 def make_ports(inputs: PortsSpec, outputs: PortsSpec) -> ProcessPorts:
     """Build `ProcessPorts` from a name, a tuple of names, or a mapping name -> annotation.
 
@@ -79,10 +85,10 @@ def _types_of(spec: PortsSpec) -> dict[str, Any]:
     if isinstance(spec, Mapping):
         return dict(spec)
     if not isinstance(spec, Iterable):
-        raise TypeError(f"ports are a name, a tuple of names or a mapping of names to annotations, got {spec!r}")
+        raise ArgumentError(f"ports are a name, a tuple of names or a mapping of names to annotations, got {spec!r}")
     names = list(spec)
     if len(set(names)) != len(names):
-        raise TypeError(f"port names must be unique, got {names}")
+        raise ArgumentError(f"port names must be unique, got {names}")
     return dict.fromkeys(names)
 
 

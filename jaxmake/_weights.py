@@ -10,14 +10,14 @@ import dataclasses
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
-from jaxmake._errors import ConfigError, WeightsError, array_str
+from jaxmake._errors import ConfigError, WeightsError, array_str, checks_own_arguments
 
 ArrayGen = Literal["kaiming", "xavier", "normal", "truncated_normal", "embedding", "dropout", "zeros", "ones"]
 """The names of the initialisers; `WeightParams` documents the formula of each."""
@@ -102,13 +102,19 @@ class WeightParams:
             raise _error("stack", self.stack, f"must be an int in [0, {len(self.shape)}] (the number of dims)")
 
 
-WeightParamsTree: TypeAlias = Mapping[str, "WeightParams | WeightParamsTree"]
+checks_own_arguments(WeightParams.__init__)  # `__post_init__` checks every field, raising `ConfigError`
+
+if TYPE_CHECKING:
+    WeightParamsTree: TypeAlias = Mapping[str, "WeightParams | WeightParamsTree"]
+else:  # a runtime checker cannot follow the recursive alias; `check_spec` checks the whole tree
+    WeightParamsTree: TypeAlias = Mapping[str, Any]
 """A nested mapping of `WeightParams`: the spec of a weights tree."""
 
 Weights: TypeAlias = dict[str, Any]
 """A nested dict of arrays whose keys mirror the component tree, as `make_weights` returns."""
 
 
+@checks_own_arguments
 def stack_params(weight_params: WeightParamsTree, n: int, axis: str | None = "layers") -> dict[str, Any]:
     """The spec of `n` independent copies of a tree, stacked on a new leading axis.
 
@@ -118,7 +124,8 @@ def stack_params(weight_params: WeightParamsTree, n: int, axis: str | None = "la
 
     Example:
         >>> stack_params({"w": WeightParams((3, 4), axes=("embed", "mlp"))}, 6)["w"]
-        WeightParams(shape=(6, 3, 4), init='kaiming', scale=1.0, dtype=dtype('float32'), axes=('layers', 'embed', 'mlp'), stack=1)
+        WeightParams(shape=(6, 3, 4), init='kaiming', scale=1.0, dtype=dtype('float32'),
+                     axes=('layers', 'embed', 'mlp'), stack=1)
     """
     check_spec(weight_params, ())
     return map_params(
@@ -152,6 +159,7 @@ def param_leaves(tree: WeightParamsTree, prefix: str = "") -> Iterator[tuple[str
             yield from param_leaves(spec, f"{prefix}{name}.")
 
 
+@checks_own_arguments
 def check_weights(weight_params: WeightParamsTree, weights: Mapping[str, Any]) -> None:
     """Check that a weights tree matches its spec exactly.
 
@@ -224,6 +232,7 @@ PathLike: TypeAlias = str | Sequence[str]
 """A path in a tree: `"encoder.norm.a"` or `("encoder", "norm", "a")`."""
 
 
+@checks_own_arguments
 def get_at(tree: Mapping[str, Any], path: PathLike) -> Any:
     """The sub-tree or array at `path` of a weights (or weight spec) tree.
 
@@ -243,6 +252,7 @@ def get_at(tree: Mapping[str, Any], path: PathLike) -> Any:
     return node
 
 
+@checks_own_arguments
 def set_at(tree: Mapping[str, Any], path: PathLike, value: Any) -> dict[str, Any]:
     """A copy of `tree` with the entry at `path` replaced by `value` (nothing is mutated).
 

@@ -46,19 +46,15 @@ class Affine(jm.Config):
         """Build the component from any object with the fields of `AffineConfigs`."""
         activation = config.activation
 
-        def pipeline(weights: jm.Weights, x: Float[Array, "T n_in"]) -> Float[Array, "T n_out"]:
-            w: Array = weights["w"]
-            b: Array = weights["b"]
-            y = x @ w + b
+        def pipeline(weights: dict[str, Array], x: Float[Array, "T n_in"]) -> Float[Array, "T n_out"]:
+            y = x @ weights["w"] + weights["b"]
             return jax.nn.relu(y) if activation == "relu" else y
 
         weight_params = {
             "w": jm.WeightParams((config.n_in, config.n_out)),
             "b": jm.WeightParams((config.n_out,), init=0),
         }
-        return jm.Component.from_fixed_pipeline(
-            weight_params, pipeline, dims={"n_in": config.n_in, "n_out": config.n_out}
-        )
+        return jm.Component.from_pipeline(weight_params, pipeline, dims=config)
 
 
 def reference(weights: jm.Weights, x: jax.Array) -> jax.Array:

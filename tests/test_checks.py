@@ -31,7 +31,7 @@ def test_checked_call_message_names_everything() -> None:
         '  expected: Float[Array, "T n_in"]',
         "  got:      f32[2,50,3]",
         "  reason:   this array has 3 dimensions, not the 2 expected by the type hint",
-        "  bound:    n_in=3 (component dims), n_out=12 (component dims), T unbound",
+        "  bound:    n_in=3 (Affine.n_in), n_out=12 (Affine.n_out), T unbound",
         "  hint:     one leading axis too many; processes work per example, wrap the call in `jax.vmap`",
     ]
     assert isinstance(info.value, TypeError)
@@ -67,7 +67,7 @@ def test_missing_and_unexpected_ports() -> None:
     with pytest.raises(jm.ShapeError) as info:
         affine.checked()(weights, {"x": jnp.zeros((1, 2))}, None)
     assert _lines(info) == [
-        "ShapeError in a component, process (Input) -> (Output)",
+        "ShapeError in Affine, process (Input) -> (Output)",
         "  input ports do not match: missing ['Input'], unexpected ['x']",
         "  expected: ['Input']",
         "  got:      ['x']",
@@ -103,7 +103,7 @@ def test_make_time_check_wraps_errors_raised_by_the_process() -> None:
     with pytest.raises(jm.ShapeError) as info:
         jm.Component.from_fixed_pipeline({"w": jm.WeightParams((3, 4))}, _transposed, dims={"n_in": 3, "n_out": 4})
     assert _lines(info)[:3] == [
-        "ShapeError in a component, process (Input) -> (Output)",
+        "ShapeError in _transposed, process (Input) -> (Output)",
         "  the process failed on abstract inputs that match its annotations: Input=f32[2,3]",
         "  bound:    n_in=3, n_out=4",
     ]

@@ -30,25 +30,31 @@ def _masked(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array
     return {"Output": jnp.where(mask[:, None], inputs["Input"], 0.0), "count": mask.sum().astype(jnp.float32)}
 
 
-def test_the_four_constructors_and_accessors(getkey: Any) -> None:
+def test_one_constructor_takes_both_forms_and_the_accessors_agree(getkey: Any) -> None:
     x = jr.normal(getkey(), (4, 3))
     affine = Affine.make(Affine(3, 3))
     weights = jm.make_weights(getkey(), affine.weight_params)
-    assert affine.fixed == {jm.pipeline_ports}
-    np.testing.assert_array_equal(affine.pipeline(weights, x, None), affine.fixed_pipeline(weights, x))
+    assert affine.fixed == {jm.pipeline_ports}, "a pipeline without an rng is fixed"
+    expected = affine.fixed_pipeline(weights, x)
+    np.testing.assert_array_equal(affine(weights, x), expected)
+    np.testing.assert_array_equal(affine.pipeline(weights, x, None), expected)
+    np.testing.assert_array_equal(affine.run(weights, {"Input": x})["Output"], expected)
     np.testing.assert_array_equal(
-        affine.get_fixed_process(jm.pipeline_ports)(weights, {"Input": x})["Output"], affine.fixed_pipeline(weights, x)
+        affine.get_fixed_process(jm.pipeline_ports)(weights, {"Input": x})["Output"], expected
     )
 
     key = getkey()
-    assert not np.array_equal(NOISE.pipeline({}, x, key), x)
-    np.testing.assert_array_equal(NOISE.pipeline({}, x, key), NOISE.pipeline({}, x, key))
+    assert NOISE.fixed == frozenset(), "a pipeline with an rng uses randomness"
+    assert not np.array_equal(NOISE({}, x, key), x)
+    np.testing.assert_array_equal(NOISE({}, x, rng=key), NOISE.pipeline({}, x, key))
 
-    masked = jm.Component.from_fixed_process({}, _masked, MASKED_PORTS)
-    out = masked.get_fixed_process(jm.make_ports(("mask", "Input"), ("count", "Output")))(
-        {}, {"Input": x, "mask": x[:, 0] > 0}
-    )
+    masked = jm.Component.from_process({}, _masked, MASKED_PORTS)
+    assert masked.fixed == {MASKED_PORTS}, "a process without an rng is fixed"
+    out = masked.run({}, {"Input": x, "mask": x[:, 0] > 0})
     assert float(out["count"]) == int((x[:, 0] > 0).sum())
+    np.testing.assert_array_equal(masked({}, x, mask=x[:, 0] > 0), out["Output"])
+    assert jm.Component.from_fixed_process == jm.Component.from_process
+    assert jm.Component.from_fixed_pipeline == jm.Component.from_pipeline
 
     def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
         return {"Output": _noise(weights, inputs["Input"], rng)}
@@ -56,7 +62,24 @@ def test_the_four_constructors_and_accessors(getkey: Any) -> None:
     random = jm.Component.from_process(
         {}, process, jm.make_ports({"Input": Float[Array, "T d"]}, {"Output": Float[Array, "T d"]})
     )
-    np.testing.assert_array_equal(random.pipeline({}, x, key), NOISE.pipeline({}, x, key))
+    np.testing.assert_array_equal(random({}, x, key), NOISE({}, x, key))
+
+
+def test_calls_choose_the_process_by_input_names_and_outputs(getkey: Any) -> None:
+    x = jnp.ones((3, 2))
+    two = jm.Component(
+        {},
+        {
+            jm.make_ports("Input", "Output"): lambda w, i: {"Output": i["Input"] + 1},
+            jm.make_ports("Input", ("Output", "extra")): lambda w, i: {"Output": i["Input"], "extra": i["Input"] * 2},
+        },
+    )
+    np.testing.assert_array_equal(two({}, x), x + 1)  # the process whose only output is `Output`
+    assert set(two.run({}, {"Input": x}, outputs=("Output", "extra"))) == {"Output", "extra"}
+    with pytest.raises(jm.ArgumentError, match=r"has more than one process taking \['Input'\]; choose with `outputs=`"):
+        two.run({}, {"Input": x})
+    with pytest.raises(jm.ArgumentError, match=r"has no process taking \['Input', 'mask'\] that gives `Output`"):
+        two({}, x, mask=x)
 
 
 def test_pipeline_ports_come_from_the_function_annotations() -> None:
@@ -68,31 +91,45 @@ def test_pipeline_ports_come_from_the_function_annotations() -> None:
 def test_asking_for_a_missing_or_random_process_lists_what_there_is() -> None:
     with jm.scope("model"), jm.scope("noise"):
         noise = jm.Component.from_pipeline({}, _noise)
-    with pytest.raises(jm.JaxMakeError) as info:
+    with pytest.raises(jm.ArgumentError) as info:
         _ = noise.fixed_pipeline
     assert str(info.value) == (
-        "component `model.noise`'s process (Input) -> (Output) uses randomness, so it has no fixed form; call "
-        "`get_process(ports)` and pass an rng. It has: (Input) -> (Output) [uses rng]"
+        "component `model.noise` has a process (Input) -> (Output) that uses randomness, so it has no fixed form; "
+        "call it with an rng: `component.run(weights, inputs, rng)`. It has: (Input) -> (Output) [uses rng]"
     )
-    masked = jm.Component.from_fixed_process({}, _masked, MASKED_PORTS)
+    masked = jm.Component.from_process({}, _masked, MASKED_PORTS)
     with pytest.raises(
-        jm.JaxMakeError,
-        match=r"^the component has no process \(Input\) -> \(Output\)\. It has: \(Input, mask\) -> \(Output, count\) \[fixed\]$",
+        jm.ArgumentError,
+        match=r"^component `_masked` has no process \(Input\) -> \(Output\)\. "
+        r"It has: \(Input, mask\) -> \(Output, count\) \[fixed\]$",
     ):
         _ = masked.pipeline
 
 
 def test_malformed_components_are_rejected() -> None:
-    with pytest.raises(jm.JaxMakeError, match="processes map `ProcessPorts` to functions"):
+    with pytest.raises(jm.ArgumentError, match="processes map `ProcessPorts` to functions"):
         jm.Component({}, {"Input": _masked})  # type: ignore[dict-item]
-    with pytest.raises(jm.JaxMakeError, match="`fixed` names ports without a process"):
-        jm.Component({}, {}, frozenset({jm.pipeline_ports}))
-    with pytest.raises(jm.JaxMakeError, match=r"`dims` maps names to sizes >= 0, got 'd'=-1"):
+    with pytest.raises(jm.ArgumentError, match="`fixed` names ports without a process"):
+        jm.Component({}, {}, fixed=frozenset({jm.pipeline_ports}))
+    with pytest.raises(jm.ArgumentError, match=r"`dims` maps names to sizes >= 0, got 'd'=-1"):
         jm.Component({}, {}, dims={"d": -1})
     with pytest.raises(
-        jm.JaxMakeError, match=r"a pipeline's ports are \(Input\) -> \(Output\), got \(x\) -> \(Output\)"
+        jm.ArgumentError, match=r"a pipeline's ports are \(Input\) -> \(Output\), got \(x\) -> \(Output\)"
     ):
         jm.Component.from_pipeline({}, _noise, jm.make_ports("x", "Output"))
+
+
+def test_dims_from_a_config_bind_the_annotated_fields_and_say_where_they_came_from() -> None:
+    config = Affine(3, 4)
+
+    def double(weights: jm.Weights, x: Float[Array, "T n_in"]) -> Float[Array, "T n_tokens"]:
+        return jnp.concatenate([x, x[:, :1]], axis=1)
+
+    component = jm.Component.from_pipeline({}, double, dims=[config, {"n_tokens": 4}])
+    assert dict(component.dims) == {"n_in": 3, "n_tokens": 4}, "only the annotated fields, and the extra dims"
+    assert component.path == "Affine", "outside any scope, a component is named after its config"
+    with pytest.raises(jm.ShapeError, match=r"bound:    n_in=3 \(Affine.n_in\), n_tokens=4 \(component dims\)"):
+        component.checked()({}, {"Input": jnp.zeros((2, 5))}, None)
 
 
 def test_sequential_runs_in_order_each_on_its_weights_with_its_own_rng(getkey: Any) -> None:
@@ -132,7 +169,19 @@ def test_fixed_flag_of_the_sugar_constructors() -> None:
     component = jm.Component.from_pipeline({}, identity, fixed=True)
     assert component.fixed == {jm.pipeline_ports}
     assert component.fixed_pipeline({}, jnp.ones(2)).tolist() == [1, 1]
+    assert component({}, jnp.ones(2), jr.key(0)).tolist() == [1, 1]
     assert jm.Component.from_pipeline({}, _noise).fixed == frozenset()
+
+
+def test_a_parameter_with_a_default_other_than_none_is_not_the_rng() -> None:
+    def bound(weights: jm.Weights, x: Float[Array, "T d"], scale: float = 2.0) -> Float[Array, "T d"]:
+        return x * scale
+
+    def optional_rng(weights: jm.Weights, x: Float[Array, "T d"], rng: Array | None = None) -> Float[Array, "T d"]:
+        return x
+
+    assert jm.Component.from_pipeline({}, bound).fixed == {jm.pipeline_ports}
+    assert jm.Component.from_pipeline({}, optional_rng).fixed == frozenset()
 
 
 def test_shared_weights_by_repeating_a_name(getkey: Any) -> None:
@@ -149,4 +198,6 @@ def test_components_record_their_scope_path() -> None:
     with jm.scope("vit"), jm.scope("encoder"):
         inner = Affine.make(Affine(2, 2))
         assert jm.current_path() == "vit.encoder"
-    assert inner.path == "vit.encoder" and Affine.make(Affine(2, 2)).path == ""
+    assert inner.path == "vit.encoder"
+    assert Affine.make(Affine(2, 2)).path == "Affine", "outside any scope, `make` opens one named after the class"
+    assert jm.Component.from_pipeline({}, _noise).path == "_noise", "a bare component is named after its function"

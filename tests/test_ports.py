@@ -32,9 +32,9 @@ def test_str_and_pipeline_ports() -> None:
 
 
 def test_bad_ports_are_rejected() -> None:
-    with pytest.raises(TypeError, match="port names must be unique"):
+    with pytest.raises(jm.ArgumentError, match="port names must be unique"):
         jm.make_ports(("x", "x"), "y")
-    with pytest.raises(TypeError, match=r"`ProcessPorts.inputs` must be a frozenset of non-empty port names"):
+    with pytest.raises(jm.ArgumentError, match=r"`ProcessPorts.inputs` must be a frozenset of non-empty port names"):
         jm.make_ports("", "y")
-    with pytest.raises(TypeError, match=r"has annotations for \['z'\], which are not inputs"):
+    with pytest.raises(jm.ArgumentError, match=r"has annotations for \['z'\], which are not inputs"):
         jm.ProcessPorts(frozenset({"x"}), frozenset({"y"}), {"z": None})

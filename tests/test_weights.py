@@ -140,11 +140,10 @@ def test_lists_become_tuples_and_axes_are_stored() -> None:
     assert hash(spec) == hash(jm.WeightParams((3, 4), axes=("embed", None)))
 
 
-def test_make_weights_rejects_bad_specs_and_keys() -> None:
+def test_make_weights_rejects_bad_specs() -> None:
+    """Bad keys and layouts: see `tests/test_draw.py`."""
     with pytest.raises(jm.WeightsError, match=r"at `a.b` it holds a value of type list"):
         jm.make_weights(jr.key(0), {"a": {"b": [1, 2]}})  # type: ignore[dict-item]
-    with pytest.raises(TypeError, match=r"takes a PRNG key such as `jax.random.key\(0\)`, got a value of type int"):
-        jm.make_weights(0, {})  # type: ignore[arg-type]
 
 
 SPEC: jm.WeightParamsTree = {

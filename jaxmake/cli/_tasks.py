@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import numpy.typing as npt
 from jax import Array
 
 import jaxmake as jm
@@ -63,7 +64,7 @@ def digits_task(vit: Vit, split: data.ArraySplit, batch_size: int, seed: int, au
             "test_loss": float(softmax_cross_entropy(logits, labels).mean()),
         }
 
-    def batch(step: int) -> dict[str, np.ndarray[Any, Any]]:
+    def batch(step: int) -> dict[str, npt.NDArray[Any]]:
         chosen = batches(step)
         return {
             **chosen,
@@ -73,14 +74,14 @@ def digits_task(vit: Vit, split: data.ArraySplit, batch_size: int, seed: int, au
     return training.Task(loss, batch, evaluate)
 
 
-def random_shifts(images: np.ndarray[Any, Any], rng: np.random.Generator) -> np.ndarray[Any, Any]:
+def random_shifts(images: npt.NDArray[Any], rng: np.random.Generator) -> npt.NDArray[Any]:
     """Each image `[H, W, C]` moved by -1, 0 or +1 pixel along each axis, zeros filling in."""
     n, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
     dy, dx = rng.integers(0, 3, size=(2, n))
     rows = dy[:, None] + np.arange(h)[None, :]
     cols = dx[:, None] + np.arange(w)[None, :]
-    shifted: np.ndarray[Any, Any] = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    shifted: npt.NDArray[Any] = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
     return shifted
 
 
@@ -96,7 +97,7 @@ def chars_task(gpt: Gpt, text: data.TextSplit, batch_size: int, seed: int, n_val
         )
         return losses["loss"].mean(), {}
 
-    def batch(step: int) -> dict[str, np.ndarray[Any, Any]]:
+    def batch(step: int) -> dict[str, npt.NDArray[Any]]:
         inputs, targets = data.random_windows(text.train, gpt.n_ctx, batch_size, np.random.default_rng((seed, step)))
         return {"inputs": inputs, "targets": targets}
 

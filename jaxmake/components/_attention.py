@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +13,7 @@ from jaxmake.components._fields import Size
 from jaxmake.components._linear import Linear
 
 
+@runtime_checkable
 class SelfMultiHeadAttnConfigs(Protocol):
     @property
     def n_heads(self) -> int: ...
@@ -35,6 +36,7 @@ Ports compare by name, so this also finds the masked process of `TransformerLaye
 _PIPELINE_PORTS = jm.make_ports({jm.Input: Float[Array, "T dim_input"]}, {jm.Output: Float[Array, "T dim_model"]})
 
 
+@runtime_checkable
 class _HeadsConfig(Protocol):
     @property
     def n_heads(self) -> int: ...
@@ -88,7 +90,7 @@ class SelfMultiHeadAttn(jm.Config):
         >>> weights = jm.make_weights(jax.random.key(0), mha.weight_params)
         >>> jax.tree.map(jnp.shape, weights)
         {'kqv': {'b': (12,), 'w': (3, 12)}, 'out': {'b': (4,), 'w': (4, 4)}}
-        >>> outputs = mha.get_fixed_process(MASKED_PORTS)(weights, {"Input": jnp.ones((5, 3)), "mask": jnp.tri(5, dtype=bool)})
+        >>> outputs = mha.run(weights, {"Input": jnp.ones((5, 3)), "mask": jnp.tri(5, dtype=bool)})
         >>> jax.tree.map(jnp.shape, outputs)
         {'Output': (5, 4), 'attn': (2, 5, 5)}
     """
@@ -102,30 +104,24 @@ class SelfMultiHeadAttn(jm.Config):
 
     @classmethod
     def make(cls, config: SelfMultiHeadAttnConfigs) -> jm.Component:
-        with jm.scope("kqv"):
-            kqv = Linear.make(Linear(config.dim_input, 3 * config.dim_model, axes=("embed", "heads")))
-        with jm.scope("out"):
-            out = Linear.make(Linear(config.dim_model, config.dim_model, axes=("heads", "embed")))
-        project_out, n_heads = out.fixed_pipeline, config.n_heads
+        c = jm.make_children(
+            kqv=Linear(config.dim_input, 3 * config.dim_model, axes=("embed", "heads")),
+            out=Linear(config.dim_model, config.dim_model, axes=("heads", "embed")),
+        )
+        n_heads = config.n_heads
 
         def attend(weights: jm.Weights, x: Array, mask: Array | None) -> tuple[Array, Array]:
-            heads, attn = _multi_head(*_project_kqv(weights["kqv"], x, n_heads), mask)
-            return project_out(weights["out"], heads), attn
+            heads, attn = _multi_head(*_project_kqv(c.kqv.weights(weights), x, n_heads), mask)
+            return c.out(weights, heads), attn
 
-        def pipeline(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+        def pipeline(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
             return {jm.Output: attend(weights, inputs[jm.Input], None)[0]}
 
-        def masked(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+        def masked(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
             y, attn = attend(weights, inputs[jm.Input], inputs["mask"])
             return {jm.Output: y, "attn": attn}
 
-        processes = {_PIPELINE_PORTS: pipeline, MASKED_PORTS: masked}
-        return jm.Component(
-            jm.merge_params({"kqv": kqv, "out": out}),
-            processes,
-            frozenset(processes),
-            dims={"n_heads": config.n_heads, "dim_model": config.dim_model, "dim_input": config.dim_input},
-        )
+        return jm.Component(c.weight_params, {_PIPELINE_PORTS: pipeline, MASKED_PORTS: masked}, dims=config)
 
 
 def _project_kqv(

@@ -1,6 +1,6 @@
 """Dropout, with the seed's keep-rate semantics."""
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -10,6 +10,7 @@ import jaxmake as jm
 from jaxmake.components._fields import KeepRate
 
 
+@runtime_checkable
 class DropoutConfigs(Protocol):
     @property
     def dropout_keep_rate(self) -> float: ...

@@ -1,7 +1,7 @@
 """`Embeddings`: a learned table from integer ids to vectors, and back to logits."""
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from jaxtyping import Array, Float, Int
 
@@ -9,6 +9,7 @@ import jaxmake as jm
 from jaxmake.components._fields import InitScale, Size
 
 
+@runtime_checkable
 class EmbeddingsConfigs(Protocol):
     @property
     def dict_size(self) -> int: ...
@@ -22,6 +23,7 @@ LOGITS_PORTS = jm.make_ports(
     {"embedding": Float[Array, "*batch dim_model"]}, {"logits": Float[Array, "*batch dict_size"]}
 )
 """The ports of `Embeddings`' second process: vectors -> one logit per table entry."""
+_LOOKUP_PORTS = jm.make_ports({jm.Input: Int[Array, "*batch"]}, {jm.Output: Float[Array, "*batch dim_model"]})
 
 
 class Embeddings(jm.Config):
@@ -53,28 +55,12 @@ class Embeddings(jm.Config):
 
     @classmethod
     def make(cls, config: EmbeddingsConfigs) -> jm.Component:
-        # Both processes are fixed: they take an rng, as every process does, and ignore it.
-        def lookup(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
-            table: Array = weights["dict"]
-            return {jm.Output: table[inputs[jm.Input]]}
+        def lookup(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+            return {jm.Output: weights["dict"][inputs[jm.Input]]}
 
-        def logits(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
-            table: Array = weights["dict"]
-            return {"logits": inputs["embedding"] @ table.T}
+        def logits(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+            return {"logits": inputs["embedding"] @ weights["dict"].T}
 
-        lookup_ports = jm.make_ports({jm.Input: Int[Array, "*batch"]}, {jm.Output: Float[Array, "*batch dim_model"]})
-        weight_params = {
-            "dict": jm.WeightParams(
-                (config.dict_size, config.dim_model),
-                init="embedding",
-                scale=config.dict_init_scale,
-                axes=("vocab", "embed"),
-            )
-        }
-        processes = {lookup_ports: lookup, LOGITS_PORTS: logits}
-        return jm.Component(
-            weight_params,
-            processes,
-            frozenset(processes),
-            dims={"dict_size": config.dict_size, "dim_model": config.dim_model},
-        )
+        table = (config.dict_size, config.dim_model)
+        spec = jm.WeightParams(table, init="embedding", scale=config.dict_init_scale, axes=("vocab", "embed"))
+        return jm.Component({"dict": spec}, {_LOOKUP_PORTS: lookup, LOGITS_PORTS: logits}, dims=config)

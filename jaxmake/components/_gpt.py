@@ -2,7 +2,8 @@
 
 import functools
 from collections.abc import Mapping
-from typing import Protocol
+from dataclasses import KW_ONLY
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -10,20 +11,20 @@ import jax.random as jr
 from jaxtyping import Array, Float, Int
 
 import jaxmake as jm
-from jaxmake.components._attention import check_heads
 from jaxmake.components._embedding import Embeddings
-from jaxmake.components._fields import Activation, Eps, InitScale, KeepRate, Size
+from jaxmake.components._fields import Activation, InitScale, Size
 from jaxmake.components._functional import softmax_cross_entropy
 from jaxmake.components._linear import Linear
 from jaxmake.components._positional import PositionalEncoding
-from jaxmake.components._transformer import TransformerEncoder, TransformerEncoderConfigs
+from jaxmake.components._transformer import TransformerEncoder, TransformerEncoderConfigs, TransformerEncoderFields
 
 LOSS_PORTS = jm.make_ports({jm.Input: Int[Array, "T"], "targets": Int[Array, "T"]}, {"loss": Float[Array, ""]})
 """The ports of `Gpt`'s training process: tokens and next tokens -> mean cross-entropy."""
 
-_MASKED = jm.make_ports((jm.Input, "mask"), (jm.Output, "attn"))
+_PIPELINE_PORTS = jm.make_ports({jm.Input: Int[Array, "T"]}, {jm.Output: Float[Array, "T vocab_size"]})
 
 
+@runtime_checkable
 class GptConfigs(TransformerEncoderConfigs, Protocol):
     @property
     def vocab_size(self) -> int: ...
@@ -35,7 +36,7 @@ class GptConfigs(TransformerEncoderConfigs, Protocol):
     def pos_init_scale(self) -> float: ...
 
 
-class Gpt(jm.Config):
+class Gpt(TransformerEncoderFields):
     """A decoder-only transformer language model (Radford et al., 2018).
 
     Per example; batch with `jax.vmap`. Token embedding, learned positions added
@@ -56,8 +57,10 @@ class Gpt(jm.Config):
         n_ctx: the longest sequence (the context length).
         dict_init_scale: scales the token embeddings, in (0, 100].
         pos_init_scale: scales the position table, in (0, 100].
-        universal, n_tfe_layers, n_heads, dim_model, dropout_keep_rate, eps,
-            mlp_n_hidden, mlp_activation, scan_layers: as for `TransformerEncoder`.
+        n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation, n_tfe_layers,
+            universal, scan_layers: see `TransformerEncoderFields` (here with defaults).
+
+    Every field is keyword-only.
 
     Example:
         >>> gpt = Gpt.make(Gpt(vocab_size=11, n_ctx=8, n_tfe_layers=1, dim_model=8, n_heads=2, mlp_n_hidden=(16,)))
@@ -66,48 +69,33 @@ class Gpt(jm.Config):
         ({'dict': (11, 8)}, {'encoding_dim_0': (8, 8)}, {'b': (11,), 'w': (8, 11)})
     """
 
+    _: KW_ONLY
     vocab_size: Size = 256
     n_ctx: Size = 64
-    universal: bool = False
     n_tfe_layers: Size = 2
     n_heads: Size = 4
     dim_model: Size = 64
-    dropout_keep_rate: KeepRate = 1.0
-    eps: Eps = 1e-5
     mlp_n_hidden: tuple[Size, ...] = (256,)
     mlp_activation: Activation = "gelu"
-    scan_layers: bool = False
     dict_init_scale: InitScale = 1.0
     pos_init_scale: InitScale = 0.02
-
-    def validate(self) -> None:
-        check_heads(self)
 
     @classmethod
     def make(cls, config: GptConfigs) -> jm.Component:
         dim, vocab = config.dim_model, config.vocab_size
-        with jm.scope("embedding"):
-            embedding = Embeddings.make(Embeddings(vocab, dim, config.dict_init_scale))
-        with jm.scope("positional_encoding"):
-            positions = PositionalEncoding.make(
-                PositionalEncoding(config.n_ctx, dim, "sum", config.pos_init_scale, dynamic_length=True)
-            )
-        with jm.scope("encoder"):
-            encoder = TransformerEncoder.make(config)
-        with jm.scope("lm_head"):
-            head = Linear.make(Linear(dim, vocab, init_scale=0.1, axes=("embed", "vocab")))
-        embed, add_positions, attend, unembed = (
-            embedding.fixed_pipeline,
-            positions.fixed_pipeline,
-            encoder.get_process(_MASKED),
-            head.fixed_pipeline,
+        c = jm.make_children(
+            embedding=Embeddings(vocab, dim, config.dict_init_scale),
+            positional_encoding=PositionalEncoding(
+                config.n_ctx, dim, "sum", config.pos_init_scale, dynamic_length=True
+            ),
+            encoder=lambda: TransformerEncoder.make(config),
+            lm_head=Linear(dim, vocab, init_scale=0.1, axes=("embed", "vocab")),
         )
 
         def logits(weights: jm.Weights, tokens: Array, rng: Array | None) -> Array:
-            x = add_positions(weights["positional_encoding"], embed(weights["embedding"], tokens))
+            x = c.positional_encoding(weights, c.embedding(weights, tokens))
             causal = jnp.tril(jnp.ones((tokens.shape[0], tokens.shape[0]), jnp.bool_))
-            hidden = attend(weights["encoder"], {jm.Input: x, "mask": causal}, rng)[jm.Output]
-            return unembed(weights["lm_head"], hidden)
+            return c.lm_head(weights, c.encoder(weights, x, rng, mask=causal))
 
         def pipeline(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
             return {jm.Output: logits(weights, inputs[jm.Input], rng)}
@@ -116,16 +104,9 @@ class Gpt(jm.Config):
             losses = softmax_cross_entropy(logits(weights, inputs[jm.Input], rng), inputs["targets"])
             return {"loss": losses.mean()}
 
-        ports = jm.make_ports({jm.Input: Int[Array, "T"]}, {jm.Output: Float[Array, "T vocab_size"]})
-        components = {"embedding": embedding, "positional_encoding": positions, "encoder": encoder, "lm_head": head}
-        processes = {ports: pipeline, LOSS_PORTS: loss}
-        return jm.Component(
-            jm.merge_params(components),
-            processes,
-            frozenset(processes) if config.dropout_keep_rate == 1.0 else frozenset(),
-            dims={"vocab_size": vocab},
-            limits={"T": config.n_ctx},
-        )
+        processes = {_PIPELINE_PORTS: pipeline, LOSS_PORTS: loss}
+        fixed = config.dropout_keep_rate == 1.0
+        return jm.Component(c.weight_params, processes, fixed=fixed, dims=config, limits={"T": config.n_ctx})
 
 
 def generate(
@@ -137,7 +118,7 @@ def generate(
     *,
     temperature: float = 1.0,
     top_k: int | None = None,
-) -> Int[Array, " P+n_tokens"]:
+) -> Int[Array, " P+{n_tokens}"]:
     """Sample `n_tokens` tokens after `prompt` from a `Gpt` component, without dropout.
 
     Each step runs the model on the last `n_ctx` tokens (no cache) and samples from

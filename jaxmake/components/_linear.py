@@ -1,8 +1,7 @@
 """Dense layers: `Linear`, and the multi-layer perceptrons `Mlp` and `MlpLayerNorm`."""
 
-from collections.abc import Callable
 from itertools import pairwise
-from typing import Protocol, TypeAlias
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import jax.random as jr
 from jaxtyping import Array, Float
@@ -22,6 +21,7 @@ _ROW_PARALLEL: LinearAxes = ("mlp", "embed")
 """A layer from a wide one back to the model width: tensor parallelism splits its inputs."""
 
 
+@runtime_checkable
 class LinearConfigs(Protocol):
     @property
     def n_in(self) -> int: ...
@@ -31,10 +31,6 @@ class LinearConfigs(Protocol):
     def init_scale(self) -> float: ...
     @property
     def axes(self) -> LinearAxes: ...
-
-
-def _io_ports() -> jm.ProcessPorts:
-    return jm.make_ports({jm.Input: Float[Array, "*batch n_in"]}, {jm.Output: Float[Array, "*batch n_out"]})
 
 
 class Linear(jm.Config):
@@ -68,20 +64,17 @@ class Linear(jm.Config):
 
     @classmethod
     def make(cls, config: LinearConfigs) -> jm.Component:
-        def pipeline(weights: jm.Weights, x: Array) -> Array:
-            w: Array = weights["w"]
-            b: Array = weights["b"]
-            return x @ w + b
+        def affine(weights: dict[str, Array], x: Float[Array, "*batch n_in"]) -> Float[Array, "*batch n_out"]:
+            return x @ weights["w"] + weights["b"]
 
         weight_params = {
             "w": jm.WeightParams((config.n_in, config.n_out), scale=config.init_scale, axes=config.axes),
             "b": jm.WeightParams((config.n_out,), init="zeros", axes=config.axes[1:]),
         }
-        return jm.Component.from_fixed_pipeline(
-            weight_params, pipeline, _io_ports(), dims={"n_in": config.n_in, "n_out": config.n_out}
-        )
+        return jm.Component.from_pipeline(weight_params, affine, dims=config)
 
 
+@runtime_checkable
 class MlpConfigs(Protocol):
     @property
     def n_in(self) -> int: ...
@@ -95,6 +88,7 @@ class MlpConfigs(Protocol):
     def dropout_keep_rate(self) -> float: ...
 
 
+@runtime_checkable
 class MlpLayerNormConfigs(MlpConfigs, Protocol):
     @property
     def eps(self) -> float: ...
@@ -165,38 +159,25 @@ class MlpLayerNorm(jm.Config):
 
 def _perceptron(config: MlpConfigs, norm_eps: float | None) -> jm.Component:
     """The layers of an `Mlp`, with a `LayerNorm` after each hidden one when `norm_eps` is set."""
-    children: dict[str, jm.Component] = {}
-    layers: list[tuple[str, str | None]] = []
+    n_layers = len(config.n_hidden) + 1
+    makers: dict[str, jm.Maker] = {}
     for i, (n_in, n_out) in enumerate(pairwise((config.n_in, *config.n_hidden, config.n_out))):
-        with jm.scope(f"layer_{i}"):
-            children[f"layer_{i}"] = Linear.make(Linear(n_in, n_out, axes=(_COLUMN_PARALLEL, _ROW_PARALLEL)[i % 2]))
-        norm = None
-        if norm_eps is not None and i < len(config.n_hidden):
-            norm = f"norm_{i}"
-            with jm.scope(norm):
-                children[norm] = LayerNorm.make(LayerNorm(n_out, norm_eps))
-        layers.append((f"layer_{i}", norm))
+        makers[f"layer_{i}"] = Linear(n_in, n_out, axes=(_COLUMN_PARALLEL, _ROW_PARALLEL)[i % 2])
+        if norm_eps is not None and i < n_layers - 1:
+            makers[f"norm_{i}"] = LayerNorm(n_out, norm_eps)
+    c = jm.make_children(**makers)
+    with jm.scope("dropout"):  # no weights, so no key in the tree: the seed's `Mlp` has none
+        dropout = Dropout.make(config)
     act = activation(config.activation)
-    with jm.scope("dropout"):
-        dropout = Dropout.make(config).pipeline
-    applied: list[tuple[str, Callable[[jm.Weights, Array], Array], Callable[[jm.Weights, Array], Array] | None]] = [
-        (name, children[name].fixed_pipeline, None if norm is None else children[norm].fixed_pipeline)
-        for name, norm in layers
-    ]
 
-    def pipeline(weights: jm.Weights, x: Array, rng: Array | None) -> Array:
-        for i, (name, linear, norm) in enumerate(applied):
-            x = linear(weights[name], x)
-            if i < len(applied) - 1:
-                if norm is not None:
-                    x = norm(weights[f"norm_{i}"], x)
+    def perceptron(
+        weights: jm.Weights, x: Float[Array, "*batch n_in"], rng: Array | None
+    ) -> Float[Array, "*batch n_out"]:
+        for i in range(n_layers):
+            x = c[f"layer_{i}"](weights, x)
+            if i < n_layers - 1:
+                x = c[f"norm_{i}"](weights, x) if f"norm_{i}" in c else x
                 x = dropout({}, act(x), None if rng is None else jr.fold_in(rng, i))
         return x
 
-    return jm.Component.from_pipeline(
-        jm.merge_params(children),
-        pipeline,
-        _io_ports(),
-        dims={"n_in": config.n_in, "n_out": config.n_out},
-        fixed=config.dropout_keep_rate == 1.0,
-    )
+    return jm.Component.from_pipeline(c.weight_params, perceptron, fixed=config.dropout_keep_rate == 1.0, dims=config)

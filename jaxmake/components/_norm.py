@@ -1,6 +1,6 @@
 """Normalisation over the feature axis: `LayerNorm` and `RMSNorm`."""
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +10,7 @@ import jaxmake as jm
 from jaxmake.components._fields import Eps, Size
 
 
+@runtime_checkable
 class NormConfigs(Protocol):
     @property
     def dim_model(self) -> int: ...
@@ -17,7 +18,8 @@ class NormConfigs(Protocol):
     def eps(self) -> float: ...
 
 
-_PORTS = jm.make_ports({jm.Input: Float[Array, "*batch dim_model"]}, {jm.Output: Float[Array, "*batch dim_model"]})
+_Features = Float[Array, "*batch dim_model"]
+"""The input and output of a norm: features on the last axis."""
 
 
 class LayerNorm(jm.Config):
@@ -45,19 +47,16 @@ class LayerNorm(jm.Config):
     def make(cls, config: NormConfigs) -> jm.Component:
         eps = config.eps
 
-        def pipeline(weights: jm.Weights, x: Array) -> Array:
-            a: Array = weights["a"]
-            b: Array = weights["b"]
-            mean = x.mean(axis=-1, keepdims=True)
-            centred = x - mean
+        def layer_norm(weights: dict[str, Array], x: _Features) -> _Features:
+            centred = x - x.mean(axis=-1, keepdims=True)
             var = jnp.square(centred).mean(axis=-1, keepdims=True)
-            return centred * (a * jax.lax.rsqrt(var + eps)) + b
+            return centred * (weights["a"] * jax.lax.rsqrt(var + eps)) + weights["b"]
 
         weight_params = {
             "a": jm.WeightParams((config.dim_model,), init="ones", axes=("embed",)),
             "b": jm.WeightParams((config.dim_model,), init="zeros", axes=("embed",)),
         }
-        return jm.Component.from_fixed_pipeline(weight_params, pipeline, _PORTS, dims={"dim_model": config.dim_model})
+        return jm.Component.from_pipeline(weight_params, layer_norm, dims=config)
 
 
 class RMSNorm(jm.Config):
@@ -83,10 +82,8 @@ class RMSNorm(jm.Config):
     def make(cls, config: NormConfigs) -> jm.Component:
         eps = config.eps
 
-        def pipeline(weights: jm.Weights, x: Array) -> Array:
-            a: Array = weights["a"]
-            mean_square = jnp.square(x).mean(axis=-1, keepdims=True)
-            return x * (a * jax.lax.rsqrt(mean_square + eps))
+        def rms_norm(weights: dict[str, Array], x: _Features) -> _Features:
+            return x * (weights["a"] * jax.lax.rsqrt(jnp.square(x).mean(axis=-1, keepdims=True) + eps))
 
         weight_params = {"a": jm.WeightParams((config.dim_model,), init="ones", axes=("embed",))}
-        return jm.Component.from_fixed_pipeline(weight_params, pipeline, _PORTS, dims={"dim_model": config.dim_model})
+        return jm.Component.from_pipeline(weight_params, rms_norm, dims=config)

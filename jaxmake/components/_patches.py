@@ -1,7 +1,7 @@
 """`Patches`: an image cut into patches, each patch through an `Mlp` (the seed's "dirty patches")."""
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from jaxtyping import Array, Float
 
@@ -10,6 +10,7 @@ from jaxmake.components._fields import Activation, KeepRate, Size
 from jaxmake.components._linear import Mlp
 
 
+@runtime_checkable
 class PatchesConfigs(Protocol):
     @property
     def dim_out(self) -> int: ...
@@ -97,30 +98,21 @@ class Patches(jm.Config):
     def make(cls, config: PatchesConfigs) -> jm.Component:
         n_h, n_w = config.n_sections_h, config.n_sections_w
         patch_size = (config.h // n_h) * (config.w // n_w)
-        with jm.scope("mlp"):
-            mlp = Mlp.make(
-                Mlp(patch_size, config.mlp_n_hidden, config.dim_out, config.mlp_activation, config.dropout_keep_rate)
-            )
-        mlp_pipeline = mlp.pipeline
+        c = jm.make_children(
+            mlp=Mlp(patch_size, config.mlp_n_hidden, config.dim_out, config.mlp_activation, config.dropout_keep_rate)
+        )
 
         def tokens_and_patches(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
             patches = cut_patches(inputs[jm.Input], n_h, n_w)
-            return {jm.Output: mlp_pipeline(weights["mlp"], patches, rng), "patches": patches}
+            return {jm.Output: c.mlp(weights, patches, rng), "patches": patches}
 
         def tokens(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
             return {jm.Output: tokens_and_patches(weights, inputs, rng)[jm.Output]}
 
-        processes: dict[jm.ProcessPorts, jm.Process] = {_PIPELINE_PORTS: tokens, PATCHES_PORTS: tokens_and_patches}
-        dims = {
-            "h": config.h,
-            "w": config.w,
-            "ch": config.ch,
-            "dim_out": config.dim_out,
-            "n_patches": n_h * n_w * config.ch,
-            "patch_size": patch_size,
-        }
-        fixed = frozenset(processes) if config.dropout_keep_rate == 1.0 else frozenset()
-        return jm.Component(jm.merge_params({"mlp": mlp}), processes, fixed, dims)
+        processes = {_PIPELINE_PORTS: tokens, PATCHES_PORTS: tokens_and_patches}
+        sizes = {"n_patches": n_h * n_w * config.ch, "patch_size": patch_size}
+        fixed = config.dropout_keep_rate == 1.0
+        return jm.Component(c.weight_params, processes, fixed=fixed, dims=[config, sizes])
 
 
 def cut_patches(

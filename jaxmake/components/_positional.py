@@ -8,7 +8,7 @@ grid with one axis.
 import functools
 import operator
 from collections.abc import Callable, Sequence
-from typing import Annotated, Literal, Protocol, TypeAlias
+from typing import Annotated, Literal, Protocol, TypeAlias, runtime_checkable
 
 import jax.numpy as jnp
 from annotated_types import MinLen
@@ -25,6 +25,7 @@ TensorPositionalEncodeStrategy: TypeAlias = Literal["dot", "sum", "naive_sum"]
 """How `TensorPositionalEncoding` combines its per-axis tables with the input (see there)."""
 
 
+@runtime_checkable
 class PositionalEncodingConfigs(Protocol):
     @property
     def max_input_length(self) -> int: ...
@@ -38,6 +39,7 @@ class PositionalEncodingConfigs(Protocol):
     def dynamic_length(self) -> bool: ...
 
 
+@runtime_checkable
 class TensorPositionalEncodingConfigs(Protocol):
     @property
     def input_shape(self) -> tuple[int, ...]: ...
@@ -97,22 +99,19 @@ class PositionalEncoding(jm.Config):
         strategy = config.positional_encode_strategy
 
         def learned(weights: jm.Weights, x: Array) -> Array:
-            table: Array = weights["encoding_dim_0"]
-            return _STRATEGIES[strategy](x, [table[:, : x.shape[0]]])
+            return _STRATEGIES[strategy](x, [weights["encoding_dim_0"][:, : x.shape[0]]])
 
         def sinusoids(weights: jm.Weights, x: Array) -> Array:
             return x + sinusoidal_encoding(x.shape[0], dim, x.dtype)
 
-        if config.dynamic_length:
-            axis, dims, limits = "T", {"dim_encoding": dim}, {"T": length}
-        else:
-            axis, dims, limits = "max_input_length", {"dim_encoding": dim, "max_input_length": length}, {}
+        # A dynamic length is the free dim `T`, limited; a fixed one is bound to the config's.
+        axis, limits = ("T", {"T": length}) if config.dynamic_length else ("max_input_length", {})
         sequence = Float[Array, f"{axis} dim_encoding"]
         ports = jm.make_ports({jm.Input: sequence}, {jm.Output: sequence})
         if strategy == "sinusoidal":
-            return jm.Component.from_fixed_pipeline({}, sinusoids, ports, dims, limits=limits)
+            return jm.Component.from_pipeline({}, sinusoids, ports, dims=config, limits=limits)
         weight_params = _table_params(dim, (length,), config.init_scale)
-        return jm.Component.from_fixed_pipeline(weight_params, learned, ports, dims, limits=limits)
+        return jm.Component.from_pipeline(weight_params, learned, ports, dims=config, limits=limits)
 
 
 class TensorPositionalEncoding(jm.Config):
@@ -175,19 +174,15 @@ class TensorPositionalEncoding(jm.Config):
         shape = tuple(config.input_shape)
         combine = _STRATEGIES[config.positional_encode_strategy]
 
-        def pipeline(weights: jm.Weights, x: Array) -> Array:
-            tables: list[Array] = [weights[f"encoding_dim_{k}"] for k in range(len(shape))]
-            return combine(x, tables)
-
         grid = " ".join(map(str, shape))
-        ports = jm.make_ports(
-            {jm.Input: Float[Array, f"{grid} input_channels"]}, {jm.Output: Float[Array, f"{grid} output_channels"]}
-        )
-        return jm.Component.from_fixed_pipeline(
-            _table_params(config.dim_encoding, shape, config.init_scale),
-            pipeline,
-            ports,
-            dims={"input_channels": config.input_channels, "output_channels": config.output_channels},
+
+        def encode(
+            weights: jm.Weights, x: Float[Array, f"{grid} input_channels"]
+        ) -> Float[Array, f"{grid} output_channels"]:
+            return combine(x, [weights[f"encoding_dim_{k}"] for k in range(len(shape))])
+
+        return jm.Component.from_pipeline(
+            _table_params(config.dim_encoding, shape, config.init_scale), encode, dims=config
         )
 
 

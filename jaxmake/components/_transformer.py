@@ -1,7 +1,8 @@
 """Transformers: the pre-norm `TransformerLayer` and the `TransformerEncoder` that stacks it."""
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import KW_ONLY
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ from jaxmake.components._linear import Mlp
 from jaxmake.components._norm import LayerNorm
 
 
+@runtime_checkable
 class TransformerLayerConfigs(Protocol):
     @property
     def n_heads(self) -> int: ...
@@ -31,6 +33,7 @@ class TransformerLayerConfigs(Protocol):
     def eps(self) -> float: ...
 
 
+@runtime_checkable
 class TransformerEncoderConfigs(TransformerLayerConfigs, Protocol):
     @property
     def n_tfe_layers(self) -> int: ...
@@ -38,6 +41,52 @@ class TransformerEncoderConfigs(TransformerLayerConfigs, Protocol):
     def universal(self) -> bool: ...
     @property
     def scan_layers(self) -> bool: ...
+
+
+class TransformerFields(jm.Config):
+    """The fields of every transformer config, declared once (`TransformerLayerConfigs`).
+
+    `TransformerLayer` is these fields and a `make`; `TransformerEncoderFields` adds the
+    depth. Subclass them for a model config that feeds a transformer's `make`. The fields
+    after `mlp_n_hidden` are keyword-only.
+
+    Args:
+        n_heads: attention heads; must divide `dim_model`.
+        dim_model: the width of the tokens.
+        mlp_n_hidden: the hidden widths of each layer's `Mlp`, e.g. `(4 * dim_model,)`.
+        dropout_keep_rate: dropout on both residual branches and inside the `Mlp`, in (0, 1].
+        eps: the `LayerNorm` epsilon, in [1e-12, 1].
+        mlp_activation: the `Mlp`'s activation.
+
+    Raises:
+        ConfigError: a field is out of range, or `n_heads` does not divide `dim_model`.
+    """
+
+    n_heads: Size
+    dim_model: Size
+    mlp_n_hidden: tuple[Size, ...]
+    _: KW_ONLY
+    dropout_keep_rate: KeepRate = 1.0
+    eps: Eps = 1e-5
+    mlp_activation: Activation = "relu"
+
+    def validate(self) -> None:
+        check_heads(self)
+
+
+class TransformerEncoderFields(TransformerFields):
+    """`TransformerFields` and the depth of an encoder (`TransformerEncoderConfigs`).
+
+    Args:
+        n_tfe_layers: the depth, >= 1.
+        universal: share one layer's weights across depth (keyword-only).
+        scan_layers: run the layers with `jax.lax.scan` (keyword-only).
+    """
+
+    n_tfe_layers: Size
+    _: KW_ONLY
+    universal: bool = False
+    scan_layers: bool = False
 
 
 _PIPELINE_PORTS = jm.make_ports({jm.Input: Float[Array, "T dim_model"]}, {jm.Output: Float[Array, "T dim_model"]})
@@ -51,7 +100,7 @@ def _masked_ports(attn_dims: str) -> jm.ProcessPorts:
     )
 
 
-class TransformerLayer(jm.Config):
+class TransformerLayer(TransformerFields):
     """A pre-norm transformer layer (Xiong et al., 2020).
 
     Per example; batch with `jax.vmap`.
@@ -67,15 +116,8 @@ class TransformerLayer(jm.Config):
       `SelfMultiHeadAttn`; `attn: [n_heads, T, T]`, the attention weights.
 
     Args:
-        n_heads: attention heads; must divide `dim_model`.
-        dim_model: the width of the tokens.
-        mlp_n_hidden: the hidden widths of the `Mlp`, e.g. `(4 * dim_model,)`.
-        n_tfe_layers: not read by the layer (`TransformerEncoder` reads it), >= 1.
-        universal: not read by the layer (`TransformerEncoder` reads it).
-        dropout_keep_rate: dropout on both residual branches and inside the `Mlp`, in (0, 1].
-        eps: the `LayerNorm` epsilon, in [1e-12, 1].
-        mlp_activation: the `Mlp`'s activation.
-        scan_layers: not read by the layer (`TransformerEncoder` reads it).
+        n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation: see
+            `TransformerFields`.
 
     Raises:
         ConfigError: a field is out of range, or `n_heads` does not divide `dim_model`.
@@ -90,68 +132,32 @@ class TransformerLayer(jm.Config):
          'norm1': {'a': (4,), 'b': (4,)}, 'norm2': {'a': (4,), 'b': (4,)}}
     """
 
-    n_heads: Size
-    dim_model: Size
-    mlp_n_hidden: tuple[Size, ...]
-    n_tfe_layers: Size = 1
-    universal: bool = False
-    dropout_keep_rate: KeepRate = 1.0
-    eps: Eps = 1e-5
-    mlp_activation: Activation = "relu"
-    scan_layers: bool = False
-
-    def validate(self) -> None:
-        check_heads(self)
-
     @classmethod
     def make(cls, config: TransformerLayerConfigs) -> jm.Component:
-        with jm.scope("norm1"):
-            norm1 = LayerNorm.make(config)
-        with jm.scope("mha"):
-            mha = SelfMultiHeadAttn.make(SelfMultiHeadAttn(config.n_heads, config.dim_model, config.dim_model))
-        with jm.scope("dropout"):
-            dropout = Dropout.make(config)
-        with jm.scope("norm2"):
-            norm2 = LayerNorm.make(config)
-        with jm.scope("mlp"):
-            mlp = Mlp.make(
-                Mlp(
-                    config.dim_model,
-                    config.mlp_n_hidden,
-                    config.dim_model,
-                    config.mlp_activation,
-                    config.dropout_keep_rate,
-                )
-            )
-        children = {"norm1": norm1, "mha": mha, "dropout": dropout, "norm2": norm2, "mlp": mlp}
-        processes = {
-            ports: _layer_process(children, ports) for ports in (_PIPELINE_PORTS, _masked_ports("n_heads T T"))
-        }
-        return jm.Component(
-            jm.merge_params(children),
-            processes,
-            frozenset(processes) if config.dropout_keep_rate == 1.0 else frozenset(),
-            dims={"n_heads": config.n_heads, "dim_model": config.dim_model},
+        dim = config.dim_model
+        c = jm.make_children(
+            norm1=lambda: LayerNorm.make(config),
+            mha=SelfMultiHeadAttn(config.n_heads, dim, dim),
+            dropout=lambda: Dropout.make(config),
+            norm2=lambda: LayerNorm.make(config),
+            mlp=Mlp(dim, config.mlp_n_hidden, dim, config.mlp_activation, config.dropout_keep_rate),
         )
+        processes = {ports: _layer_process(c, ports) for ports in (_PIPELINE_PORTS, _masked_ports("n_heads T T"))}
+        return jm.Component(c.weight_params, processes, fixed=config.dropout_keep_rate == 1.0, dims=config)
 
 
-def _layer_process(children: Mapping[str, jm.Component], ports: jm.ProcessPorts) -> jm.Process:
+def _layer_process(c: jm.Children, ports: jm.ProcessPorts) -> jm.Process:
     """One pre-norm layer whose attention is the `mha` process with the same ports.
 
     The inputs other than `Input` (the mask) go to the attention, and its outputs other
     than `Output` (the attention weights) are the layer's.
     """
-    norm1, norm2 = children["norm1"].fixed_pipeline, children["norm2"].fixed_pipeline
-    attend = children["mha"].get_fixed_process(ports)
-    dropout, mlp = children["dropout"].pipeline, children["mlp"].pipeline
 
     def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
         x = inputs[jm.Input]
-        attended = attend(weights["mha"], {**inputs, jm.Input: norm1(weights["norm1"], x)})
-        x = x + dropout(weights["dropout"], attended[jm.Output], _fold(rng, 0))
-        x = x + dropout(
-            weights["dropout"], mlp(weights["mlp"], norm2(weights["norm2"], x), _fold(rng, 1)), _fold(rng, 2)
-        )
+        attended = c.mha.run(weights, {**inputs, jm.Input: c.norm1(weights, x)}, outputs=ports.outputs)
+        x = x + c.dropout(weights, attended[jm.Output], _fold(rng, 0))
+        x = x + c.dropout(weights, c.mlp(weights, c.norm2(weights, x), _fold(rng, 1)), _fold(rng, 2))
         return {**attended, jm.Output: x}
 
     return process
@@ -167,7 +173,7 @@ def _loop_key(i: int) -> str:
     return f"tfe_layer_{i}"
 
 
-class TransformerEncoder(jm.Config):
+class TransformerEncoder(TransformerEncoderFields):
     """`n_tfe_layers` pre-norm `TransformerLayer`s, then a final `LayerNorm`.
 
     Per example; batch with `jax.vmap`. Layer `i` gets the rng `jax.random.fold_in(rng, i)`
@@ -190,17 +196,15 @@ class TransformerEncoder(jm.Config):
       `SelfMultiHeadAttn`; `attn: [n_tfe_layers, n_heads, T, T]`, every layer's weights.
 
     Args:
-        n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation: as for
-            `TransformerLayer`.
-        n_tfe_layers: the depth, >= 1.
-        universal: share one layer's weights across depth.
-        scan_layers: run the layers with `jax.lax.scan`.
+        n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation: see
+            `TransformerFields`.
+        n_tfe_layers, universal, scan_layers: see `TransformerEncoderFields`.
 
     Raises:
         ConfigError: a field is out of range, or `n_heads` does not divide `dim_model`.
 
     Example:
-        >>> encoder = TransformerEncoder.make(TransformerEncoder(n_heads=2, dim_model=4, mlp_n_hidden=(8,), n_tfe_layers=3))
+        >>> encoder = TransformerEncoder.make(TransformerEncoder(2, dim_model=4, mlp_n_hidden=(8,), n_tfe_layers=3))
         >>> weights = jm.abstract_weights(encoder.weight_params)  # or jm.make_weights(key, ...)
         >>> sorted(weights)
         ['norm', 'tfe_layer_0', 'tfe_layer_1', 'tfe_layer_2']
@@ -216,40 +220,24 @@ class TransformerEncoder(jm.Config):
         True
     """
 
-    n_heads: Size
-    dim_model: Size
-    mlp_n_hidden: tuple[Size, ...]
-    n_tfe_layers: Size
-    universal: bool = False
-    dropout_keep_rate: KeepRate = 1.0
-    eps: Eps = 1e-5
-    mlp_activation: Activation = "relu"
-    scan_layers: bool = False
-
-    def validate(self) -> None:
-        check_heads(self)
-
     @classmethod
     def make(cls, config: TransformerEncoderConfigs) -> jm.Component:
         n, universal = config.n_tfe_layers, config.universal
         stacked = config.scan_layers and not universal
         layer_keys = [_SHARED] if universal else [_STACKED] if stacked else [_loop_key(i) for i in range(n)]
-        with jm.scope(layer_keys[0]):
-            layer = TransformerLayer.make(config)
-        with jm.scope("norm"):
-            norm = LayerNorm.make(config)
+        # One layer is made (and checked), under the first key; the others share its processes.
+        c = jm.make_children(
+            **{layer_keys[0]: lambda: TransformerLayer.make(config)}, norm=lambda: LayerNorm.make(config)
+        )
+        layer = c[layer_keys[0]].component
         layer_params = jm.stack_params(layer.weight_params, n) if stacked else layer.weight_params
         run = _scan if config.scan_layers else _loop
         processes = {
-            ports: _then_norm(run(layer.get_process(ports), n, universal), norm.fixed_pipeline)
+            ports: _then_norm(run(layer.get_process(ports), n, universal), c.norm)
             for ports in (_PIPELINE_PORTS, _masked_ports("n_tfe_layers n_heads T T"))
         }
-        return jm.Component(
-            {**dict.fromkeys(layer_keys, layer_params), "norm": norm.weight_params},
-            processes,
-            frozenset(processes) if config.dropout_keep_rate == 1.0 else frozenset(),
-            dims={"n_tfe_layers": n, "n_heads": config.n_heads, "dim_model": config.dim_model},
-        )
+        spec = {**dict.fromkeys(layer_keys, layer_params), "norm": c.norm.component.weight_params}
+        return jm.Component(spec, processes, fixed=config.dropout_keep_rate == 1.0, dims=config)
 
 
 def _fold(rng: Array | None, i: int | Array) -> Array | None:
@@ -292,12 +280,12 @@ def _scan(layer: jm.Process, n: int, universal: bool) -> jm.Process:
     return run
 
 
-def _then_norm(layers: jm.Process, norm: jm.FixedPipeline) -> jm.Process:
+def _then_norm(layers: jm.Process, norm: jm.Child) -> jm.Process:
     """`layers`, with the final norm applied to its `Output`."""
 
     def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
         outputs = layers(weights, inputs, rng)
-        return {**outputs, jm.Output: norm(weights["norm"], outputs[jm.Output])}
+        return {**outputs, jm.Output: norm(weights, outputs[jm.Output])}
 
     return process
 

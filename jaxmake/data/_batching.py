@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+import jaxmake as jm
+
 
 def _held_out_count(n: int, fraction: float, *, what: str) -> int:
     """The number of held-out examples out of `n`: `ceil(fraction * n)`, as scikit-learn counts.
@@ -42,6 +44,7 @@ def _held_out_count(n: int, fraction: float, *, what: str) -> int:
     return count
 
 
+@jm.checks_own_arguments
 def stratified_split(
     labels: npt.NDArray[np.integer[Any]], test_fraction: float, rng: np.random.Generator
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -117,6 +120,7 @@ def steps_per_epoch(n: int, batch_size: int, *, drop_remainder: bool = True) -> 
     return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
+@jm.checks_own_arguments
 def batches(
     arrays: Sequence[npt.NDArray[Any]],
     batch_size: int,
@@ -166,7 +170,7 @@ def batches(
     return (tuple(a[order[i * batch_size : (i + 1) * batch_size]] for a in arrays) for i in range(n_batches))
 
 
-def _check_windows(ids: npt.NDArray[np.integer[Any]], n_ctx: int) -> None:
+def _check_windows(ids: npt.NDArray[Any], n_ctx: int) -> None:
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"`ids` must be a 1-D integer array, got shape {ids.shape} and dtype {ids.dtype}.")
     if n_ctx < 1:
@@ -177,6 +181,7 @@ def _check_windows(ids: npt.NDArray[np.integer[Any]], n_ctx: int) -> None:
         )
 
 
+@jm.checks_own_arguments
 def random_windows(
     ids: npt.NDArray[np.integer[Any]], n_ctx: int, batch_size: int, rng: np.random.Generator
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
@@ -212,6 +217,7 @@ def random_windows(
     return ids[index].astype(np.int32), ids[index + 1].astype(np.int32)
 
 
+@jm.checks_own_arguments
 def contiguous_windows(
     ids: npt.NDArray[np.integer[Any]], n_ctx: int
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:

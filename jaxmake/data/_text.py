@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+import jaxmake as jm
 from jaxmake.data._batching import _held_out_count
 
 
@@ -92,6 +93,7 @@ class CharVocab:
             )
         return np.fromiter((self._ids[c] for c in text), dtype=np.int32, count=len(text))
 
+    @jm.checks_own_arguments
     def decode(self, ids: npt.NDArray[np.integer[Any]] | Sequence[int]) -> str:
         """The text of a sequence of ids, shape `[L]`.
 
@@ -127,6 +129,9 @@ class CharVocab:
             raise ValueError(f'a `CharVocab` JSON document is {{"chars": [...]}}, got {text[:80]!r}.')
         chars: list[Any] = data["chars"]
         return cls(tuple(chars))
+
+
+jm.checks_own_arguments(CharVocab.__init__)  # `__post_init__` checks `chars` (a list is taken as a tuple)
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)

@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import types
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import annotated_types as at
@@ -42,7 +43,7 @@ def configs(cls: type[C], **fixed: Any) -> st.SearchStrategy[C]:
     }
 
     @st.composite
-    def draw(draw_: st.DrawFn) -> C:
+    def draw(draw_: Callable[[st.SearchStrategy[Any]], Any]) -> C:  # a `DrawFn`, which no runtime check can test
         values = {name: draw_(strategy) for name, strategy in fields.items()}
         try:
             return cls(**values)
@@ -68,10 +69,10 @@ def invalid_configs(cls: type[C], **fixed: Any) -> st.SearchStrategy[tuple[str, 
         raise ValueError(f"`{cls.__name__}` has no constrained field to push out of range")
 
     @st.composite
-    def draw(draw_: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    def draw(draw_: Callable[[st.SearchStrategy[Any]], Any]) -> tuple[str, dict[str, Any]]:
         valid = draw_(configs(cls, **fixed))
         name = draw_(st.sampled_from(sorted(breakable)))
-        kwargs = {f.name: getattr(valid, f.name) for f in dataclasses.fields(valid)}  # type: ignore[arg-type]
+        kwargs = {f.name: getattr(valid, f.name) for f in dataclasses.fields(valid)}
         return name, {**kwargs, name: draw_(breakable[name])}
 
     return draw()

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import numpy.typing as npt
 import optax
 from jax import Array
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -319,7 +320,7 @@ def _batch_placement(mesh: Mesh | None, data_axis: str) -> Callable[[Batch], Bat
 
 
 def _check_finite(
-    values: np.ndarray[Any, Any], names: list[str], first: int, config: TrainConfig, checkpoints: Checkpoints
+    values: npt.NDArray[Any], names: list[str], first: int, config: TrainConfig, checkpoints: Checkpoints
 ) -> None:
     """Raise `TrainingDiverged` at the first step (of `first + 1, first + 2, ...`) with a value that is not finite."""
     columns = [names.index(metric) for metric in _CHECKED]
@@ -346,7 +347,7 @@ def _check_finite(
     )
 
 
-def _average(values: np.ndarray[Any, Any], names: list[str], step: int) -> dict[str, float]:
+def _average(values: npt.NDArray[Any], names: list[str], step: int) -> dict[str, float]:
     """The entry of `step`: each scalar's mean over the steps since the last entry; `lr` of the last step."""
     means = values.mean(axis=0, dtype=np.float64)
     entry: dict[str, float] = {"step": step} | {name: float(mean) for name, mean in zip(names, means)}

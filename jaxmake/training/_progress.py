@@ -6,6 +6,8 @@ from typing import Literal
 
 from tqdm import tqdm
 
+import jaxmake as jm
+
 ProgressMode = Literal["bar", "lines", "off"]
 """`"bar"`: a tqdm bar; `"lines"`: one printed line per history entry; `"off"`: nothing."""
 
@@ -74,6 +76,7 @@ class BarProgress(Progress):
         self._bar.close()
 
 
+@jm.checks_own_arguments
 def make_progress(mode: ProgressMode | None, total: int, first: int) -> Progress:
     """The progress display for `mode`; `None` picks `"bar"` if stdout is a terminal, else `"lines"`.
 

@@ -1,5 +1,6 @@
 """`TransformerLayer` and `TransformerEncoder` against NumPy references; the layouts agree."""
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -159,10 +160,20 @@ def test_contracts_on_real_numbers(layer: jm.Component) -> None:
     assert_contracts(encoder(2, scan_layers=True), jr.key(18))
 
 
-@pytest.mark.parametrize("cls", [TransformerLayer, TransformerEncoder])
-def test_n_heads_must_divide_dim_model(cls: type[TransformerLayer | TransformerEncoder]) -> None:
-    with pytest.raises(jm.ConfigError, match=rf"^`{cls.__name__}.n_heads`=5 must divide `dim_model`=12$"):
-        cls(n_heads=5, dim_model=12, mlp_n_hidden=(4,), n_tfe_layers=2)
+def test_n_heads_must_divide_dim_model() -> None:
+    with pytest.raises(jm.ConfigError, match=r"^`TransformerLayer.n_heads`=5 must divide `dim_model`=12$"):
+        TransformerLayer(n_heads=5, dim_model=12, mlp_n_hidden=(4,))
+    with pytest.raises(jm.ConfigError, match=r"^`TransformerEncoder.n_heads`=5 must divide `dim_model`=12$"):
+        TransformerEncoder(n_heads=5, dim_model=12, mlp_n_hidden=(4,), n_tfe_layers=2)
+
+
+def test_the_layer_carries_only_the_fields_it_reads() -> None:
+    layer_fields = {f.name for f in dataclasses.fields(TransformerLayer)}
+    assert layer_fields == {"n_heads", "dim_model", "mlp_n_hidden", "dropout_keep_rate", "eps", "mlp_activation"}
+    encoder_fields = {f.name for f in dataclasses.fields(TransformerEncoder)}
+    assert encoder_fields == layer_fields | {"n_tfe_layers", "universal", "scan_layers"}
+    with pytest.raises(TypeError, match="positional"):
+        TransformerEncoder(2, 4, (8,), 3, False)  # type: ignore[call-arg]  # `universal` is keyword-only
 
 
 @settings(max_examples=10)
