@@ -5,7 +5,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,18 +82,8 @@ class TrainDigits(jm.Config):
                 f"{seconds:.0f} s; run folder {self.out}"
             )
 
-        _train_and_report(
-            task,
-            weights,
-            config,
-            mesh,
-            self.out,
-            self.resume,
-            metadata,
-            ("ViT on digits", ["test_accuracy"]),
-            {},
-            summary,
-        )
+        report = _Report("ViT on digits", ["test_accuracy"], {}, summary)
+        _train_and_report(task, weights, config, mesh, self.out, self.resume, metadata, report)
 
 
 class TrainChars(jm.Config):
@@ -162,18 +152,8 @@ class TrainChars(jm.Config):
                 f"{results['unigram_baseline']:.3f} after {self.steps} steps in {seconds:.0f} s; run folder {self.out}"
             )
 
-        _train_and_report(
-            task,
-            weights,
-            config,
-            mesh,
-            self.out,
-            self.resume,
-            metadata,
-            ("GPT on characters", ["valid_loss"]),
-            baseline,
-            summary,
-        )
+        report = _Report("GPT on characters", ["valid_loss"], baseline, summary)
+        _train_and_report(task, weights, config, mesh, self.out, self.resume, metadata, report)
 
 
 class Sample(jm.Config):
@@ -284,6 +264,22 @@ def _metadata(run: Path) -> dict[str, Any]:
     return training.load_metadata(run)
 
 
+class _Report(NamedTuple):
+    """What a training command reports on process 0 after training.
+
+    Args:
+        title: the plot's title.
+        evaluations: the evaluation metrics to plot.
+        extra_results: added to `metrics.json`'s results (e.g. a baseline).
+        summary: the closing line, from the results and the seconds training took.
+    """
+
+    title: str
+    evaluations: list[str]
+    extra_results: dict[str, float]
+    summary: Callable[[dict[str, float], float], str]
+
+
 def _train_and_report(
     task: training.Task,
     weights: jm.Weights,
@@ -292,19 +288,16 @@ def _train_and_report(
     out: Path,
     resume: bool,
     metadata: dict[str, Any],
-    plot: tuple[str, list[str]],
-    extra_results: dict[str, float],
-    summary: Callable[[dict[str, float], float], str],
+    report: _Report,
 ) -> None:
-    """Train (on `mesh`, if any); then, on process 0 only, add `extra_results` to `metrics.json`,
-    plot (title, evaluations) and print `summary(results, seconds)`."""
+    """Train (on `mesh`, if any); then, on process 0 only, record, plot and print the `report`."""
     started = time.perf_counter()
     training.train(task, weights, config, out, resume=resume, metadata=metadata, mesh=mesh)
     seconds = time.perf_counter() - started
     if jax.process_index() != 0:
         return
-    if extra_results:
-        training.record_results(out, extra_results)
+    if report.extra_results:
+        training.record_results(out, report.extra_results)
     results: dict[str, float] = json.loads((out / "metrics.json").read_text())["results"]
-    plot_history(out, *plot)
-    print(summary(results, seconds))
+    plot_history(out, report.title, report.evaluations)
+    print(report.summary(results, seconds))

@@ -26,6 +26,7 @@ from jaxmake.components._gpt import LOSS_PORTS as LOSS_PORTS
 from jaxmake.components._gpt import Gpt as Gpt
 from jaxmake.components._gpt import GptConfigs as GptConfigs
 from jaxmake.components._gpt import generate as generate
+from jaxmake.components._linear import InnerMlpConfigs as InnerMlpConfigs
 from jaxmake.components._linear import Linear as Linear
 from jaxmake.components._linear import LinearConfigs as LinearConfigs
 from jaxmake.components._linear import Mlp as Mlp
@@ -48,6 +49,8 @@ from jaxmake.components._positional import TensorPositionalEncodingConfigs as Te
 from jaxmake.components._positional import sinusoidal_encoding as sinusoidal_encoding
 from jaxmake.components._transformer import TransformerEncoder as TransformerEncoder
 from jaxmake.components._transformer import TransformerEncoderConfigs as TransformerEncoderConfigs
+from jaxmake.components._transformer import TransformerEncoderFields as TransformerEncoderFields
+from jaxmake.components._transformer import TransformerFields as TransformerFields
 from jaxmake.components._transformer import TransformerLayer as TransformerLayer
 from jaxmake.components._transformer import TransformerLayerConfigs as TransformerLayerConfigs
 from jaxmake.components._transformer import stack_layers as stack_layers

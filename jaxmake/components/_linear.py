@@ -89,6 +89,18 @@ class MlpConfigs(Protocol):
 
 
 @runtime_checkable
+class InnerMlpConfigs(Protocol):
+    """The fields of an `Mlp` inside a bigger block: a transformer layer's, or `Patches`'."""
+
+    @property
+    def mlp_n_hidden(self) -> tuple[int, ...]: ...
+    @property
+    def mlp_activation(self) -> Activation: ...
+    @property
+    def dropout_keep_rate(self) -> float: ...
+
+
+@runtime_checkable
 class MlpLayerNormConfigs(MlpConfigs, Protocol):
     @property
     def eps(self) -> float: ...

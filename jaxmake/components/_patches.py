@@ -7,11 +7,11 @@ from jaxtyping import Array, Float
 
 import jaxmake as jm
 from jaxmake.components._fields import Activation, KeepRate, Size
-from jaxmake.components._linear import Mlp
+from jaxmake.components._linear import InnerMlpConfigs, Mlp
 
 
 @runtime_checkable
-class PatchesConfigs(Protocol):
+class PatchesConfigs(InnerMlpConfigs, Protocol):
     @property
     def dim_out(self) -> int: ...
     @property
@@ -24,12 +24,6 @@ class PatchesConfigs(Protocol):
     def h(self) -> int: ...
     @property
     def ch(self) -> int: ...
-    @property
-    def mlp_n_hidden(self) -> tuple[int, ...]: ...
-    @property
-    def mlp_activation(self) -> Activation: ...
-    @property
-    def dropout_keep_rate(self) -> float: ...
 
 
 _IMAGE = Float[Array, "h w ch"]

@@ -13,22 +13,16 @@ import jaxmake as jm
 from jaxmake.components._attention import SelfMultiHeadAttn, check_heads
 from jaxmake.components._dropout import Dropout
 from jaxmake.components._fields import Activation, Eps, KeepRate, Size
-from jaxmake.components._linear import Mlp
+from jaxmake.components._linear import InnerMlpConfigs, Mlp
 from jaxmake.components._norm import LayerNorm
 
 
 @runtime_checkable
-class TransformerLayerConfigs(Protocol):
+class TransformerLayerConfigs(InnerMlpConfigs, Protocol):
     @property
     def n_heads(self) -> int: ...
     @property
     def dim_model(self) -> int: ...
-    @property
-    def mlp_n_hidden(self) -> tuple[int, ...]: ...
-    @property
-    def mlp_activation(self) -> Activation: ...
-    @property
-    def dropout_keep_rate(self) -> float: ...
     @property
     def eps(self) -> float: ...
 

@@ -88,25 +88,17 @@ def _hints(cls: type, fixed: dict[str, Any]) -> dict[str, Any]:
     return hints
 
 
+_BOUNDS = (at.Gt, at.Ge, at.Lt, at.Le, at.MultipleOf, at.MinLen, at.MaxLen)
+"""The constraints that bound a draw: each a dataclass of one field (`Gt(gt=0)`), named as hypothesis names it."""
+
+
 def _bounds(hint: Any) -> dict[str, Any]:
-    bounds: dict[str, Any] = {}
-    for constraint in constraints(hint):
-        match constraint:
-            case at.Gt(gt=value):
-                bounds["gt"] = value
-            case at.Ge(ge=value):
-                bounds["ge"] = value
-            case at.Lt(lt=value):
-                bounds["lt"] = value
-            case at.Le(le=value):
-                bounds["le"] = value
-            case at.MultipleOf(multiple_of=value):
-                bounds["multiple_of"] = value
-            case at.MinLen(min_length=value):
-                bounds["min_length"] = value
-            case at.MaxLen(max_length=value):
-                bounds["max_length"] = value
-    return bounds
+    return {
+        field.name: getattr(constraint, field.name)
+        for constraint in constraints(hint)
+        if isinstance(constraint, _BOUNDS)
+        for field in dataclasses.fields(constraint)
+    }
 
 
 def value_strategy(hint: Any) -> st.SearchStrategy[Any]:
