@@ -26,6 +26,7 @@ from jaxmake._errors import JaxMakeError as JaxMakeError
 from jaxmake._errors import ShapeError as ShapeError
 from jaxmake._errors import WeightsError as WeightsError
 from jaxmake._errors import checks_own_arguments as checks_own_arguments
+from jaxmake._errors import value_repr as value_repr
 from jaxmake._partition import Rules as Rules
 from jaxmake._partition import ShardingError as ShardingError
 from jaxmake._partition import partition_spec as partition_spec

@@ -45,7 +45,7 @@ from jaxmake._annotations import (
     shape_of,
     variadic_names,
 )
-from jaxmake._errors import JaxMakeError, ShapeError, array_str
+from jaxmake._errors import JaxMakeError, ShapeError, array_str, value_repr
 from jaxmake._ports import ProcessPorts
 from jaxmake._weights import WeightParamsTree, Weights, abstract_weights
 
@@ -166,7 +166,7 @@ class _Site:
     @_in_callers_memo
     def _message(self, side: str, name: str, hint: Any, value: Any, reason: str) -> str:
         memo, variadic = get_shape_memo()[:2]
-        bound = [f"{dim}={size} ({self.origins.get(dim, 'earlier port')})" for dim, size in memo.items()]
+        bound = [f"{dim}={value_repr(size)} ({self.origins.get(dim, 'earlier port')})" for dim, size in memo.items()]
         bound += [f"*{dim}={shape} ({self.origins.get(dim, 'earlier port')})" for dim, (_, shape) in variadic.items()]
         unbound = [d for d in dims_of(hint) if d.kind == "named" and d.text not in memo and d.text not in variadic]
         bound += [f"{'*' if d.variadic else ''}{d.text} unbound" for d in unbound]
@@ -334,7 +334,7 @@ def check_contract(
             raise ShapeError(
                 f"ShapeError in {path or 'a component'}, process {ports}\n"
                 f"  the process failed on abstract inputs that match its annotations: {shapes}\n"
-                f"  bound:    {', '.join(f'{d}={s}' for d, s in dims.items()) or 'nothing'}\n"
+                f"  bound:    {', '.join(f'{d}={value_repr(s)}' for d, s in dims.items()) or 'nothing'}\n"
                 f"  error:    {type(error).__name__}: {error}"
             ) from error
         finally:
@@ -379,8 +379,10 @@ def abstract_inputs(
     taken = set(dims.values())
     sizes = dict(dims)
     for name in (n for n in free if n in limits):
-        pool = [s for s in range(limits[name], 0, -1) if s not in taken] or [limits[name]]
-        sizes[name] = pool[min(attempt, len(pool) - 1)]
+        # The sizes below the limit, largest first, skipping taken ones: lazily, since a limit may be huge.
+        pool = (s for s in range(limits[name], 0, -1) if s not in taken)
+        largest = next(pool, limits[name])
+        sizes[name] = next(pool, largest) if attempt else largest
         taken.add(sizes[name])
     unlimited = [n for n in free if n not in limits]
     candidates = (n for n in range(2, 1 << 16) if n not in taken)

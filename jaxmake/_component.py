@@ -25,7 +25,7 @@ from jax import Array
 
 from jaxmake._annotations import dim_names
 from jaxmake._checks import check_contract, checked_process, stand_in
-from jaxmake._errors import ArgumentError, checks_own_arguments
+from jaxmake._errors import ArgumentError, checks_own_arguments, value_repr
 from jaxmake._ports import Input, Output, ProcessPorts, make_ports, pipeline_ports
 from jaxmake._weights import WeightParamsTree, Weights
 
@@ -123,7 +123,9 @@ class Component:
         set_field(self, "path", _default_path(dims, next(iter(processes.values()), None)) if path is None else path)
         for ports, process in processes.items():
             if not isinstance(ports, ProcessPorts) or not callable(process):
-                raise self._error(f"processes map `ProcessPorts` to functions, got {ports!r}: {process!r}")
+                raise self._error(
+                    f"processes map `ProcessPorts` to functions, got {value_repr(ports)}: {value_repr(process)}"
+                )
         fixed_ports = frozenset(processes) if fixed is True else frozenset(fixed or ())
         if not fixed_ports <= set(processes):
             unknown = sorted(map(str, fixed_ports - set(processes)))
@@ -134,7 +136,9 @@ class Component:
         for field_name, table, least in (("dims", sizes, 0), ("limits", limits, 1)):
             for name, size in table.items():
                 if not isinstance(name, str) or isinstance(size, bool) or not isinstance(size, int) or size < least:
-                    raise self._error(f"`{field_name}` maps names to sizes >= {least}, got {name!r}={size!r}")
+                    raise self._error(
+                        f"`{field_name}` maps names to sizes >= {least}, got {value_repr(name)}={value_repr(size)}"
+                    )
         if set(sizes) & set(limits):
             raise self._error(f"{sorted(set(sizes) & set(limits))} are both bound and limited")
         set_field(self, "weight_params", weight_params)

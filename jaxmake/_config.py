@@ -38,7 +38,7 @@ from beartype import BeartypeConf
 from beartype.door import is_bearable
 
 from jaxmake._component import current_path, scope
-from jaxmake._errors import ConfigError, checks_own_arguments
+from jaxmake._errors import ConfigError, checks_own_arguments, value_repr
 
 _BEARTYPE = BeartypeConf(is_pep484_tower=True)
 
@@ -57,7 +57,7 @@ class Config:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        dataclasses.dataclass(frozen=True)(cls)
+        dataclasses.dataclass(frozen=True, repr=False)(cls)
         checks_own_arguments(cls.__init__)  # `__post_init__` checks every field, raising `ConfigError`
         make = cls.__dict__.get("make")
         if isinstance(make, classmethod):
@@ -81,8 +81,13 @@ class Config:
         """
 
     def error(self, field: str, rule: str) -> ConfigError:
-        """A `ConfigError` for `field`: "`Class.field`=value rule"."""
-        return ConfigError(f"`{type(self).__name__}.{field}`={getattr(self, field)!r} {rule}")
+        """A `ConfigError` for `field`: "`Class.field`=value rule" (a huge value abbreviated)."""
+        return ConfigError(f"`{type(self).__name__}.{field}`={value_repr(getattr(self, field))} {rule}")
+
+    def __repr__(self) -> str:
+        """`Class(field=value, ...)`, as a dataclass shows itself, huge values abbreviated (see `value_repr`)."""
+        fields = (f"{f.name}={value_repr(getattr(self, f.name))}" for f in dataclasses.fields(self) if f.repr)
+        return f"{type(self).__name__}({', '.join(fields)})"
 
 
 def _scoped_by_class(make: Callable[..., Any]) -> Callable[..., Any]:

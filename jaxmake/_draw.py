@@ -17,6 +17,7 @@ of drawing each array by itself with its path's key, sharded or not, from a type
 
 import functools
 import math
+import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeAlias
@@ -28,7 +29,7 @@ import numpy as np
 from jax import Array
 from jax.sharding import Mesh, Sharding
 
-from jaxmake._errors import ArgumentError, array_str, checks_own_arguments
+from jaxmake._errors import ArgumentError, WeightsError, array_str, checks_own_arguments
 from jaxmake._partition import Rules, weight_shardings
 from jaxmake._weights import WeightParams, WeightParamsTree, Weights, check_spec
 
@@ -67,7 +68,10 @@ def make_weights(
 
     Raises:
         ArgumentError: `rng` is not one PRNG key, or only one of `mesh` and `rules` is given.
-        WeightsError: the spec tree holds something other than `WeightParams` and mappings.
+        WeightsError: the spec tree holds something other than `WeightParams` and mappings,
+            or the weights cannot fit in the memory of the devices they would be made on
+            (before anything is allocated: the bytes each device would hold, against the
+            device's memory limit, or the machine's memory for CPU devices).
         ShardingError: a weight cannot be split over the mesh as the rules ask.
 
     Example:
@@ -79,12 +83,66 @@ def make_weights(
     _check_key(rng)
     check_spec(weight_params)
     if mesh is None and rules is None:
+        _check_fits(list(_leaves(weight_params)), None)
         return _program(_frozen(weight_params), None)(rng)
     if mesh is None or rules is None:
         given, missing = ("mesh", "rules") if rules is None else ("rules", "mesh")
         raise ArgumentError(f"`make_weights` takes `mesh` and `rules` together; got `{given}` but no `{missing}`")
     shardings = tuple(_leaves(weight_shardings(weight_params, mesh, rules)))
+    _check_fits(list(_leaves(weight_params)), shardings)
     return _program(_frozen(weight_params), shardings)(rng)
+
+
+def _check_fits(specs: list[WeightParams], shardings: tuple[Sharding, ...] | None) -> None:
+    """Raise `WeightsError` if the arrays of `specs` (placed by `shardings`) cannot fit in their devices' memory.
+
+    Each device would hold its shard of every array (the whole array without `shardings`,
+    on the default device). A device's memory is its `bytes_limit` where it reports one
+    (GPUs, TPUs); CPU devices share the machine's physical memory. Devices that report
+    neither are not checked.
+    """
+    if shardings is None:
+        devices, shard_shapes = [jax.devices()[0]], [spec.shape for spec in specs]
+    else:
+        devices = list(shardings[0].addressable_devices) if shardings else []
+        shard_shapes = [sharding.shard_shape(spec.shape) for spec, sharding in zip(specs, shardings)]
+    per_device = sum(math.prod(shape) * np.dtype(spec.dtype).itemsize for shape, spec in zip(shard_shapes, specs))
+    if not devices or per_device == 0:
+        return
+    if devices[0].platform == "cpu":  # the CPU devices share the machine's memory
+        needed, available = per_device * len(devices), _physical_memory()
+        where, advice = "this machine's {} of memory (its CPU devices share it)", "shrink the model"
+    else:
+        needed, available = per_device, _bytes_limit(devices[0])
+        where, advice = f"the {{}} of memory of device {devices[0]}", "shrink the model or split it over more devices"
+    if available is not None and needed > available:
+        params = sum(math.prod(spec.shape) for spec in specs)
+        raise WeightsError(
+            f"the weights ({params:,} parameters) need {_bytes_str(needed)}, more than "
+            f"{where.format(_bytes_str(available))}: {advice}"
+        )
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that reports it
+        return None
+
+
+def _bytes_limit(device: Any) -> int | None:
+    stats = device.memory_stats()
+    limit = stats.get("bytes_limit") if stats else None
+    return int(limit) if limit else None
+
+
+def _bytes_str(n_bytes: int) -> str:
+    """`128 B`, `3.0 KiB`, `256.0 GiB`, ..."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n_bytes < 1024:
+            return f"{n_bytes} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024  # type: ignore[assignment]
+    return f"{n_bytes:,.1f} TiB"
 
 
 def fold_in_name(rng: Array, name: str) -> Array:

@@ -1,5 +1,6 @@
 """The errors jaxmake raises. Every one of them is a `JaxMakeError`."""
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -46,7 +47,53 @@ def array_str(value: object) -> str:
         if name.startswith(long) and name[len(long) :].isdigit():
             name = short + name[len(long) :]
             break
-    return f"{name}[{','.join(str(d) for d in shape)}]"
+    return f"{name}[{','.join(value_repr(d) for d in shape)}]"
+
+
+def value_repr(value: object, *, depth: int = 3) -> str:
+    """`repr(value)` for an error message: it never fails, and a huge value is abbreviated.
+
+    An integer of more than 30 digits is named by its digit count (`repr` itself fails
+    past 4,300 digits), a long string by its start and length, a long tuple or list by
+    its first items and length; the items of tuples and lists are abbreviated in turn,
+    down to `depth` levels of nesting.
+
+    Example:
+        >>> print(value_repr(-(10**4400)), value_repr((7,)), value_repr(list(range(12))))
+        -<an integer of 4,401 digits> (7,) [0, 1, 2, 3, 4, 5, 6, 7, ... 12 items]
+        >>> print(value_repr("ab" * 100))
+        'abababababababababababababababababababab'... (200 characters)
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
+        return f"{'-' if value < 0 else ''}<an integer of {_digit_count(abs(value)):,} digits>"
+    if isinstance(value, str) and len(value) > 40:
+        return f"{value[:40]!r}... ({len(value):,} characters)"
+    if isinstance(value, tuple | list) and type(value) in (tuple, list):  # not a named tuple
+        if depth == 0:
+            return f"<a {type(value).__name__} of {len(value):,} item{'' if len(value) == 1 else 's'}>"
+        items = ", ".join(value_repr(item, depth=depth - 1) for item in value[:_MAX_ITEMS])
+        if len(value) > _MAX_ITEMS:
+            items += f", ... {len(value):,} items"
+        elif len(value) == 1 and isinstance(value, tuple):
+            items += ","
+        return f"({items})" if isinstance(value, tuple) else f"[{items}]"
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails must not hide the error being reported
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= _MAX_REPR else f"{text[:_MAX_REPR]}... ({len(text):,} characters)"
+
+
+_MAX_ITEMS = 8
+_MAX_REPR = 400
+
+
+def _digit_count(n: int) -> int:
+    """The number of decimal digits of `n > 0`, without converting it to a string."""
+    digits = int(math.log10(n)) + 1  # float rounding may be off by one near a power of ten
+    if n < 10 ** (digits - 1):
+        return digits - 1
+    return digits + 1 if n >= 10**digits else digits
 
 
 _DTYPE_PREFIXES = (("bfloat", "bf"), ("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c"))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
-from jaxmake._errors import ArgumentError, checks_own_arguments
+from jaxmake._errors import ArgumentError, checks_own_arguments, value_repr
 
 Input: Final = "Input"
 """The name of the main input port: the `x` of a pipeline."""
@@ -41,7 +41,9 @@ class ProcessPorts:
             ("outputs", self.outputs, self.output_types),
         ):
             if not isinstance(names, frozenset) or not all(isinstance(n, str) and n for n in names):
-                raise ArgumentError(f"`ProcessPorts.{side}` must be a frozenset of non-empty port names, got {names!r}")
+                raise ArgumentError(
+                    f"`ProcessPorts.{side}` must be a frozenset of non-empty port names, got {value_repr(names)}"
+                )
             if set(types) - names:
                 raise ArgumentError(
                     f"`ProcessPorts` has annotations for {sorted(set(types) - names)}, which are not {side}"
@@ -85,7 +87,9 @@ def _types_of(spec: PortsSpec) -> dict[str, Any]:
     if isinstance(spec, Mapping):
         return dict(spec)
     if not isinstance(spec, Iterable):
-        raise ArgumentError(f"ports are a name, a tuple of names or a mapping of names to annotations, got {spec!r}")
+        raise ArgumentError(
+            f"ports are a name, a tuple of names or a mapping of names to annotations, got {value_repr(spec)}"
+        )
     names = list(spec)
     if len(set(names)) != len(names):
         raise ArgumentError(f"port names must be unique, got {names}")

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
-from jaxmake._errors import ConfigError, WeightsError, array_str, checks_own_arguments
+from jaxmake._errors import ConfigError, WeightsError, array_str, checks_own_arguments, value_repr
 
 ArrayGen = Literal["kaiming", "xavier", "normal", "truncated_normal", "embedding", "dropout", "zeros", "ones"]
 """The names of the initialisers; `WeightParams` documents the formula of each."""
@@ -178,8 +178,8 @@ def check_weights(weight_params: WeightParamsTree, weights: Mapping[str, Any]) -
 
 
 def _weight_problems(
-    spec: WeightParamsTree, tree: Mapping[str, Any], path: tuple[str, ...]
-) -> Iterator[tuple[str, tuple[str, ...], str]]:
+    spec: WeightParamsTree, tree: Mapping[Any, Any], path: tuple[object, ...]
+) -> Iterator[tuple[str, tuple[object, ...], str]]:
     for name, sub_spec in spec.items():
         sub_path = (*path, name)
         if name not in tree:
@@ -205,13 +205,11 @@ def _weight_problems(
 def _spec_str(spec: "WeightParams | WeightParamsTree") -> str:
     if isinstance(spec, WeightParams):
         return array_str(jax.ShapeDtypeStruct(spec.shape, spec.dtype))
-    return f"a dict with keys {sorted(spec)}" if spec else "an empty dict"
+    return _keys_str(spec)
 
 
 def _value_str(value: object) -> str:
-    if isinstance(value, Mapping):
-        return f"a dict with keys {sorted(value)}" if value else "an empty dict"
-    return array_str(value)
+    return _keys_str(value) if isinstance(value, Mapping) else array_str(value)
 
 
 def check_spec(tree: object, path: tuple[str, ...] = ()) -> None:
@@ -223,7 +221,9 @@ def check_spec(tree: object, path: tuple[str, ...] = ()) -> None:
         )
     for name, spec in tree.items():
         if not isinstance(name, str):
-            raise WeightsError(f"weight names are strings; `{_path_str(path) or 'the root'}` has the key {name!r}")
+            raise WeightsError(
+                f"weight names are strings; `{_path_str(path) or 'the root'}` has the key {value_repr(name)}"
+            )
         if not isinstance(spec, WeightParams):
             check_spec(spec, (*path, name))
 
@@ -273,7 +273,7 @@ def set_at(tree: Mapping[str, Any], path: PathLike, value: Any) -> dict[str, Any
 def _split(path: PathLike) -> tuple[str, ...]:
     names = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
     if not names or not all(isinstance(n, str) and n for n in names):
-        raise WeightsError(f"a path is a dotted string or a sequence of names, got {path!r}")
+        raise WeightsError(f"a path is a dotted string or a sequence of names, got {value_repr(path)}")
     return names
 
 
@@ -282,12 +282,23 @@ def _missing_message(names: tuple[str, ...], depth: int, node: object) -> str:
     if not isinstance(node, Mapping):
         held = f"is {_value_str(node)}"
     else:
-        held = f"holds {', '.join(f'`{k}`' for k in sorted(node))}" if node else "is an empty dict"
+        held = (
+            f"holds {', '.join(f'`{_path_str([k])}`' for k in sorted(node, key=value_repr))}"
+            if node
+            else "is an empty dict"
+        )
     return f"no entry `{_path_str(names)}`: {where} {held}"
 
 
-def _path_str(path: Sequence[str]) -> str:
-    return ".".join(path)
+def _path_str(path: Sequence[object]) -> str:
+    """`encoder.norm.a`; a name that is not a string (an error's subject) shown by its repr."""
+    return ".".join(name if isinstance(name, str) else value_repr(name) for name in path)
+
+
+def _keys_str(tree: Mapping[Any, Any]) -> str:
+    """`a dict with keys ['a', 'b']` (abbreviated past a few keys; keys of any type), or `an empty dict`."""
+    keys = sorted(tree, key=lambda key: (not isinstance(key, str), value_repr(key)))
+    return f"a dict with keys {value_repr(keys)}" if keys else "an empty dict"
 
 
 def _is_int(value: object) -> bool:
@@ -295,4 +306,4 @@ def _is_int(value: object) -> bool:
 
 
 def _error(field: str, value: object, rule: str) -> ConfigError:
-    return ConfigError(f"`WeightParams.{field}`={value!r} {rule}")
+    return ConfigError(f"`WeightParams.{field}`={value_repr(value)} {rule}")

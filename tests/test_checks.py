@@ -230,6 +230,8 @@ def test_limits_keep_make_time_sizes_in_range_and_are_enforced_on_calls() -> Non
     (ports,) = component.processes
     assert jm.abstract_inputs(ports, {"d": 5}, 0, {"T": 2})["Input"].shape == (2, 5)  # the limit itself
     assert jm.abstract_inputs(ports, {"d": 5}, 1, {"T": 2})["Input"].shape == (1, 5)  # then a smaller size
+    huge = 2**62  # make time and memory do not depend on the limit (this once built a list of 2**62 sizes)
+    assert jm.abstract_inputs(ports, {"d": huge}, 1, {"T": huge})["Input"].shape == (huge - 2, huge)  # d took huge
     weights = jm.make_weights(jax.random.key(0), spec)
     with pytest.raises(jm.ShapeError) as info:
         component.checked()(weights, {"Input": jnp.zeros((6, 5))}, None)

@@ -11,7 +11,7 @@ import pytest
 import jaxmake as jm
 from jaxmake import _draw
 from jaxmake.components import Gpt
-from jaxmake.sharding import make_mesh
+from jaxmake.sharding import RULES, make_mesh
 
 KINDS: jm.WeightParamsTree = {
     "mlp": {
@@ -164,3 +164,15 @@ def test_mesh_and_rules_go_together() -> None:
         jm.ArgumentError, match=r"^`make_weights` takes `mesh` and `rules` together; got `rules` but no `mesh`$"
     ):
         jm.make_weights(jr.key(0), {}, rules={"embed": "data"})
+
+
+def test_weights_that_cannot_fit_are_refused_before_anything_is_allocated(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = {"w": jm.WeightParams((2**20, 2**16))}  # 256 GiB of float32
+    with pytest.raises(jm.WeightsError, match=r"^the weights \(68,719,476,736 parameters\) need 256.0 GiB, more than"):
+        jm.make_weights(jax.random.key(0), spec)
+    monkeypatch.setattr(_draw, "_physical_memory", lambda: 100)  # bytes: CPU devices share the machine's memory
+    small = {"w": jm.WeightParams((4, 4))}  # 64 bytes
+    assert jm.make_weights(jax.random.key(0), small)["w"].shape == (4, 4)
+    mesh = make_mesh({"data": 4})
+    with pytest.raises(jm.WeightsError, match=r"need 256 B, more than this machine's 100 B of memory \(its CPU"):
+        jm.make_weights(jax.random.key(0), small, mesh=mesh, rules=RULES["dp"])  # a copy on each of 4 devices: 256

@@ -33,6 +33,7 @@ PUBLIC = [
     "Maker",
     "make_children",
     "checks_own_arguments",
+    "value_repr",
     "current_path",
     "fold_in_name",
     "get_at",

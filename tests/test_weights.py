@@ -176,6 +176,21 @@ def test_check_weights_lists_every_problem_at_once() -> None:
     ]
 
 
+def test_check_weights_lists_keys_that_are_not_strings_as_extra() -> None:
+    weights: dict[Any, Any] = {**jm.make_weights(jr.key(0), SPEC), 3: jnp.zeros(1), (1, 2): {}, 10**5000: jnp.zeros(())}
+    with pytest.raises(jm.WeightsError) as info:
+        jm.check_weights(SPEC, weights)
+    assert str(info.value).splitlines()[1:] == [
+        "  extra        3: f32[1]",
+        "  extra        (1, 2): an empty dict",
+        "  extra        <an integer of 5,001 digits>: f32[]",
+    ]
+    with pytest.raises(jm.WeightsError, match=r"extra        dropout.7: f32\[1\]"):
+        jm.check_weights(SPEC, {**weights, "dropout": {7: jnp.zeros(1)}})
+    with pytest.raises(jm.WeightsError, match=r"not a dict   norm: expected a dict with keys \['a'\], got f32\[\]"):
+        jm.check_weights(SPEC, {**weights, "norm": jnp.zeros(())})
+
+
 def test_get_at_and_set_at() -> None:
     weights = jm.make_weights(jr.key(0), SPEC)
     assert jm.get_at(weights, "mlp.layer_0.w") is weights["mlp"]["layer_0"]["w"]

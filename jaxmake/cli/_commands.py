@@ -15,7 +15,7 @@ from tyro.conf import OmitArgPrefixes, Positional
 
 import jaxmake as jm
 from jaxmake import data, training
-from jaxmake.cli._configs import CliError, build_config, config_dict, load_model_config, model_class
+from jaxmake.cli._configs import CliError, build_config, config_dict, load_model_config, model_class, parse_value
 from jaxmake.cli._plot import plot_history
 from jaxmake.cli._scale import Scale
 from jaxmake.cli._summary import summary_table
@@ -55,8 +55,24 @@ class TrainDigits(jm.Config):
     scale: Annotated[Scale, OmitArgPrefixes] = Scale()
 
     def run(self) -> None:
-        mesh = self.scale.start(self.batch_size)
         split = data.load_digits()
+        if self.model.hwc != split.x_train.shape[1:]:
+            raise CliError(
+                f"--model.hwc must be {' '.join(map(str, split.x_train.shape[1:]))} (the digits are 8x8 images of one "
+                f"channel), got {' '.join(map(str, self.model.hwc))}"
+            )
+        n_classes = int(split.y_train.max()) + 1
+        if self.model.dict_size_output < n_classes:
+            raise CliError(
+                f"--model.dict-size-output must be at least {n_classes} (the digits' classes), "
+                f"got {self.model.dict_size_output}"
+            )
+        if self.batch_size > len(split.y_train):
+            raise CliError(
+                f"--batch-size {self.batch_size} is larger than the {len(split.y_train):,} training images: "
+                f"give at most {len(split.y_train):,}"
+            )
+        mesh = self.scale.start(self.batch_size)
         steps_per_epoch = data.steps_per_epoch(len(split.y_train), self.batch_size)
         config = training.TrainConfig(
             steps=self.epochs * steps_per_epoch,
@@ -119,8 +135,11 @@ class TrainChars(jm.Config):
     scale: Annotated[Scale, OmitArgPrefixes] = Scale()
 
     def run(self) -> None:
+        try:
+            text = data.load_text(self.text)
+        except OSError as error:
+            raise CliError(f"--text: cannot read {self.text}: {error.strerror or error}") from None
         mesh = self.scale.start(self.batch_size)
-        text = data.load_text(self.text)
         shape = {
             "n_ctx": self.n_ctx,
             "n_tfe_layers": self.n_tfe_layers,
@@ -156,49 +175,70 @@ class TrainChars(jm.Config):
         _train_and_report(task, weights, config, mesh, self.out, self.resume, metadata, report)
 
 
+MAX_SAMPLE_TOKENS = 1_000_000
+"""The most characters `jaxmake sample` generates in one call."""
+
+SAMPLE_CHUNK = 256
+"""`jaxmake sample` generates (and prints) this many characters per compiled call."""
+
+
 class Sample(jm.Config):
-    """Generate text from a `jaxmake train chars` run.
+    """Generate text from a `jaxmake train chars` run, printed as it comes (Ctrl-C stops it).
 
     Args:
         run: the run folder.
         prompt: the text to continue (its characters must be in the run's vocabulary).
-        tokens: how many characters to generate.
-        temperature: lower is greedier.
-        top_k: sample among the `top_k` most likely characters only (0: all).
+        tokens: how many characters to generate, at most 1,000,000.
+        temperature: lower is greedier, in [0.001, 1000].
+        top_k: sample among the `top_k` most likely characters only (0, or the vocabulary's size or more: all).
         seed: seeds the sampling; the same seed gives the same text.
     """
 
     run: Path
     prompt: str = "The "
-    tokens: Annotated[int, Ge(0)] = 200
-    temperature: Annotated[float, Gt(0)] = 0.8
+    tokens: Annotated[int, Ge(0), Le(MAX_SAMPLE_TOKENS)] = 200
+    temperature: Annotated[float, Ge(1e-3), Le(1e3)] = 0.8
     top_k: Annotated[int, Ge(0)] = 0
     seed: Annotated[int, Ge(0)] = 0
 
     def run_command(self) -> None:
-        metadata = _metadata(self.run)
-        if metadata.get("model") != "Gpt" or "vocab" not in metadata.get("task", {}):
-            raise CliError(f"{self.run} is not a `jaxmake train chars` run (its model is {metadata.get('model')!r})")
-        gpt = build_config(Gpt, metadata["config"], str(self.run / "config.json"))
+        metadata = training.load_metadata(self.run)
+        task = metadata.get("task")
+        if metadata.get("model") != "Gpt" or not isinstance(task, dict) or not isinstance(task.get("vocab"), list):
+            raise CliError(
+                f"{self.run} is not a `jaxmake train chars` run (its config.json names the model "
+                f"{jm.value_repr(metadata.get('model'))} and no vocabulary)"
+            )
+        fields = metadata.get("config")
+        if not isinstance(fields, dict):
+            raise CliError(f"{self.run / 'config.json'} is damaged: its 'config' is not a table of Gpt fields")
+        gpt = build_config(Gpt, fields, str(self.run / "config.json"))
         component = Gpt.make(gpt)
-        weights = training.load_weights(self.run, component.weight_params)
-        vocab = data.CharVocab(tuple(metadata["task"]["vocab"]))
-        try:
-            prompt = jnp.asarray(vocab.encode(self.prompt))
-        except ValueError as error:
-            raise CliError(str(error)) from None
+        vocab = data.CharVocab(tuple(task["vocab"]))
+        if vocab.size != gpt.vocab_size:
+            raise CliError(
+                f"{self.run / 'config.json'} is damaged: {vocab.size} characters for {gpt.vocab_size} tokens"
+            )
+        prompt = jnp.asarray(vocab.encode(self.prompt))
         if prompt.shape[0] == 0:
             raise CliError("the prompt must hold at least one character")
-        tokens = generate(
-            component,
-            weights,
-            prompt,
-            self.tokens,
-            jax.random.key(self.seed),
-            temperature=self.temperature,
-            top_k=self.top_k or None,
-        )
-        print(vocab.decode([int(t) for t in tokens]))
+        weights = training.load_weights(self.run, component.weight_params)
+        print(self.prompt, end="", flush=True)
+        context, key = prompt[-gpt.n_ctx :], jax.random.key(self.seed)
+        for chunk, start in enumerate(range(0, self.tokens, SAMPLE_CHUNK)):
+            n_new = min(SAMPLE_CHUNK, self.tokens - start)
+            sampled = generate(
+                component,
+                weights,
+                context,
+                n_new,
+                jax.random.fold_in(key, chunk),
+                temperature=self.temperature,
+                top_k=self.top_k if 0 < self.top_k < vocab.size else None,
+            )
+            print(vocab.decode([int(t) for t in sampled[-n_new:]]), end="", flush=True)
+            context = sampled[-gpt.n_ctx :]
+        print()
 
 
 class Summary(jm.Config):
@@ -229,8 +269,8 @@ class Summary(jm.Config):
             if not equals:
                 raise CliError(f"--set takes FIELD=VALUE, got {item!r}")
             try:
-                fields[name] = json.loads(value)
-            except json.JSONDecodeError:
+                fields[name] = parse_value(value, "JSON")
+            except ValueError:
                 fields[name] = value
         config = build_config(cls, fields, "jaxmake summary (set fields with --set FIELD=VALUE or --config FILE)")
         component = cls.make(config)  # type: ignore[attr-defined]
@@ -256,12 +296,6 @@ class Check(jm.Config):
         for line in checked:
             print(f"  {line}")
         print(f"{n_params:,} parameters")
-
-
-def _metadata(run: Path) -> dict[str, Any]:
-    if not (run / "config.json").exists():
-        raise CliError(f"{run} holds no config.json: is it a run folder?")
-    return training.load_metadata(run)
 
 
 class _Report(NamedTuple):
@@ -292,7 +326,10 @@ def _train_and_report(
 ) -> None:
     """Train (on `mesh`, if any); then, on process 0 only, record, plot and print the `report`."""
     started = time.perf_counter()
-    training.train(task, weights, config, out, resume=resume, metadata=metadata, mesh=mesh)
+    try:
+        training.train(task, weights, config, out, resume=resume, metadata=metadata, mesh=mesh)
+    except FileExistsError:  # `train` refuses to start afresh over checkpoints
+        raise CliError(f"{out} already holds a run: pass --resume to continue it, or choose another --out") from None
     seconds = time.perf_counter() - started
     if jax.process_index() != 0:
         return

@@ -19,7 +19,7 @@ import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import jaxmake as jm
 from jaxmake import components
@@ -37,10 +37,14 @@ class CliError(jm.JaxMakeError):
 
 
 def model_class(name: str) -> type[jm.Config]:
-    """The library config class called `name`."""
-    if name not in MODELS:
-        raise CliError(f"unknown model {name!r}; the library has: {', '.join(MODELS)}")
-    return MODELS[name]
+    """The library config class called `name`, in any case (`vit` is `Vit`)."""
+    cls = _MODELS_BY_FOLDED_NAME.get(name.casefold())
+    if cls is None:
+        raise CliError(f"unknown model {jm.value_repr(name)}; the library has: {', '.join(MODELS)}")
+    return cls
+
+
+_MODELS_BY_FOLDED_NAME = {name.casefold(): cls for name, cls in MODELS.items()}
 
 
 C = TypeVar("C", bound=jm.Config)
@@ -67,19 +71,48 @@ def build_config(cls: type[C], fields: Mapping[str, Any], where: str) -> C:
         raise CliError(f"{where}: {error}") from None
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config file read (1 MiB); a config holds a few fields, a run's `config.json` a few KiB."""
+
+
 def read_file(path: Path) -> dict[str, Any]:
-    """The table of a TOML (`.toml`) or JSON (any other suffix) file."""
+    """The table of a TOML (`.toml`) or JSON (any other suffix) file of at most `MAX_CONFIG_BYTES`.
+
+    Raises:
+        CliError: the file cannot be read, is too large, is not UTF-8, does not parse
+            (integers of more than 4,300 digits and nesting deeper than the parser's
+            recursion limit included), or is not a table.
+    """
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            content = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
-        raise CliError(f"cannot read {path}: {error.strerror}") from None
+        raise CliError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(content) > MAX_CONFIG_BYTES:
+        raise CliError(f"{path}: a config file is at most {MAX_CONFIG_BYTES:,} bytes; this one is larger")
+    kind: Literal["TOML", "JSON"] = "TOML" if path.suffix == ".toml" else "JSON"
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
-        raise CliError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}") from None
+        data = parse_value(content.decode("utf-8"), kind)
+    except UnicodeDecodeError as error:
+        raise CliError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except ValueError as error:
+        raise CliError(f"{path}: not valid {kind}: {error}") from None
     if not isinstance(data, dict):
         raise CliError(f"{path}: expected a table at the top level")
     return data
+
+
+def parse_value(text: str, kind: Literal["TOML", "JSON"]) -> Any:
+    """`text` parsed as TOML or JSON.
+
+    Raises:
+        ValueError: `text` does not parse: a syntax error, an integer of more than 4,300
+            digits, or nesting too deep for the parser.
+    """
+    try:
+        return tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def load_model_config(
@@ -105,7 +138,9 @@ def load_model_config(
         raise CliError(f"{path}: unknown key {', '.join(map(repr, unknown))}; expected {expected}")
     if "model" not in data:
         raise CliError(f"{path}: missing the key 'model' (one of: {', '.join(MODELS)})")
-    cls = model_class(str(data["model"]))
+    if not isinstance(data["model"], str):
+        raise CliError(f"{path}: 'model' must be a string (one of: {', '.join(MODELS)})")
+    cls = model_class(data["model"])
     fields = data.get("config", {})
     if not isinstance(fields, dict):
         raise CliError(f"{path}: 'config' must be a table of field values")

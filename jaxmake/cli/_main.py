@@ -3,22 +3,28 @@
 Commands are frozen config classes (`jaxmake.cli._commands`); tyro turns their fields and
 docstrings into options and help. A user error (a bad value, an unknown key in a config
 file, a mesh that does not fit the devices or the weights) is one line on stderr and exit
-status 2, never a traceback.
+status 2, never a traceback: every `JaxMakeError`, and what the system refuses (`OSError`:
+a missing file, a full disk; `MemoryError`). Ctrl-C ends with exit status 130. Anything
+else is a bug: its traceback is shown, with a line saying so, and the exit status is 1.
 """
 
 import contextlib
 import dataclasses
 import io
+import logging
+import os
 import re
 import sys
-from collections.abc import Sequence
-from typing import Annotated
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any
 
+import jax
 import tyro
 
 import jaxmake as jm
 from jaxmake.cli._commands import Check, Sample, Summary, TrainChars, TrainDigits
-from jaxmake.cli._configs import CliError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,16 +55,97 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"jaxmake: error: {_one_line(errors.getvalue())}", file=sys.stderr)
         return 2
     try:
-        if isinstance(command, Train):
-            command.job.run()
-        elif isinstance(command, Sample):
-            command.run_command()
-        else:
-            command.run()
-    except (CliError, jm.ShardingError) as error:
-        print(f"jaxmake: error: {error}", file=sys.stderr)
+        with _one_line_warnings(), _quiet_orbax():
+            if isinstance(command, Train):
+                command.job.run()
+            elif isinstance(command, Sample):
+                command.run_command()
+            else:
+                command.run()
+    except KeyboardInterrupt:
+        print("jaxmake: interrupted", file=sys.stderr)
+        return 130
+    except (jm.JaxMakeError, OSError, MemoryError) as error:
+        print(f"jaxmake: error: {user_error_line(error)}", file=sys.stderr)
         return 2
+    except jax.errors.JaxRuntimeError as error:
+        return _runtime_error(error)
+    except Exception:
+        return _bug()
     return 0
+
+
+def _bug() -> int:
+    """Show the traceback of the exception being handled, say that it is a bug; exit status 1."""
+    traceback.print_exc()
+    print("jaxmake: internal error: the traceback above is a bug in jaxmake; please report it", file=sys.stderr)
+    return 1
+
+
+def _runtime_error(error: jax.errors.JaxRuntimeError) -> int:
+    """Exit status 2 and one line for an error of the device or of the other processes; a bug otherwise.
+
+    With several processes, a failed collective most likely means another process stopped:
+    this one then ends at once, since JAX's shutdown would wait for the lost process until
+    its heartbeat gives up (100 s).
+    """
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if "RESOURCE_EXHAUSTED" in first:
+        print(f"jaxmake: error: out of device memory ({first}); try smaller sizes", file=sys.stderr)
+        return 2
+    if jax.process_count() == 1:
+        return _bug()
+    print(
+        f"jaxmake: error: process {jax.process_index()}: an operation across processes failed, most likely because "
+        f"another process of the run stopped ({first}); once every process can run, start them all again with --resume",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(2)
+
+
+def user_error_line(error: BaseException) -> str:
+    """One line for an error the user can act on: jaxmake's own message, or what the system refused.
+
+    A multi-line message (a `ShapeError`, a `WeightsError`'s list) is joined with `; `.
+    """
+    if isinstance(error, OSError) and not isinstance(error, jm.JaxMakeError) and error.strerror:
+        where = f" ({error.filename})" if error.filename is not None else ""
+        return f"{error.strerror}{where}"
+    if isinstance(error, MemoryError):
+        return f"out of memory{': ' if str(error) else ''}{error}; try smaller sizes (--batch-size, the model's fields)"
+    pieces: list[str] = []
+    for line in (line.strip() for line in str(error).splitlines()):
+        if line:
+            pieces += [line, " " if line.endswith(":") else "; "]
+    return "".join(pieces[:-1]) or type(error).__name__
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show each warning once per place, as one line `jaxmake: warning: ...`, whatever the caller's filters."""
+
+    def show(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        print(f"jaxmake: warning: {user_error_line(Exception(str(message)))}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_orbax() -> Iterator[None]:
+    """Silence orbax's log lines (through absl): its failures surface as jaxmake's one-line errors."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _one_line(box: str) -> str:

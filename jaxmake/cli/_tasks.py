@@ -38,8 +38,10 @@ CHARS_GPT_FIELDS: Mapping[str, Any] = {
     "mlp_n_hidden": (512,),
     "mlp_activation": "gelu",
     "pos_init_scale": 0.02,
+    "vocab_multiple": 64,
 }
-"""The character GPT's fields (its `vocab_size` comes from the corpus)."""
+"""The character GPT's fields (its `vocab_size` comes from the corpus, padded to a multiple of 64
+so that `--rules tp` can split the vocabulary over a `model` axis of up to 64 devices)."""
 
 
 def digits_task(vit: Vit, split: data.ArraySplit, batch_size: int, seed: int, augment: bool) -> training.Task:

@@ -12,6 +12,7 @@ from jaxmake.components._dropout import DropoutConfigs as DropoutConfigs
 from jaxmake.components._embedding import LOGITS_PORTS as LOGITS_PORTS
 from jaxmake.components._embedding import Embeddings as Embeddings
 from jaxmake.components._embedding import EmbeddingsConfigs as EmbeddingsConfigs
+from jaxmake.components._fields import MAX_SIZE as MAX_SIZE
 from jaxmake.components._fields import Activation as Activation
 from jaxmake.components._fields import Eps as Eps
 from jaxmake.components._fields import InitScale as InitScale

@@ -8,8 +8,11 @@ from typing import Annotated, Literal, TypeAlias
 
 from annotated_types import Ge, Gt, Le
 
-Size: TypeAlias = Annotated[int, Ge(1)]
-"""A positive size: a width, a length, a count."""
+MAX_SIZE = 2**40
+"""The largest `Size`: about 10**12, beyond what any device can hold along one axis (and
+far below the 2**63 past which XLA cannot even describe an array)."""
+Size: TypeAlias = Annotated[int, Ge(1), Le(MAX_SIZE)]
+"""A positive size: a width, a length, a count; at most `MAX_SIZE`."""
 KeepRate: TypeAlias = Annotated[float, Gt(0), Le(1)]
 """The probability of keeping a unit under dropout, in (0, 1]; 1 disables dropout."""
 Eps: TypeAlias = Annotated[float, Ge(1e-12), Le(1)]

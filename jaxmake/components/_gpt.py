@@ -29,6 +29,8 @@ class GptConfigs(TransformerEncoderConfigs, Protocol):
     @property
     def vocab_size(self) -> int: ...
     @property
+    def vocab_multiple(self) -> int: ...
+    @property
     def n_ctx(self) -> int: ...
     @property
     def dict_init_scale(self) -> float: ...
@@ -48,12 +50,21 @@ class Gpt(TransformerEncoderFields):
     * `LOSS_PORTS`, `(Input, "targets") -> ("loss",)`: the mean next-token cross-entropy
       of `targets [T]` (the tokens shifted by one) under the logits.
 
-    Weights: `embedding`, `positional_encoding`, `encoder`, `lm_head` (`w: [dim_model,
-    vocab_size]` with the logical axes `("embed", "vocab")`, `b: [vocab_size]`). The head
-    starts small (`init_scale=0.1`) so that the initial loss is close to `ln(vocab_size)`.
+    Weights: `embedding` (`dict: [V, dim_model]`), `positional_encoding`, `encoder`,
+    `lm_head` (`w: [dim_model, V]` with the logical axes `("embed", "vocab")`, `b: [V]`),
+    where `V` is `vocab_size` rounded up to a multiple of `vocab_multiple`. The head starts
+    small (`init_scale=0.1`) so that the initial loss is close to `ln(vocab_size)`.
+
+    Padding the vocabulary (as GPT-2's 50,257 tokens are padded to 50,304) lets tensor
+    parallelism split the tables over a `model` axis whatever the corpus's token count. The
+    padded rows are never read for a real token, and the pipeline returns the logits of
+    the `vocab_size` real tokens only, so the loss and sampling are exactly those of the
+    unpadded model; padded rows get zero gradients.
 
     Args:
         vocab_size: the number of tokens.
+        vocab_multiple: pad the embedding and head to a multiple of this many tokens
+            (e.g. 64; 1 leaves them unpadded).
         n_ctx: the longest sequence (the context length).
         dict_init_scale: scales the token embeddings, in (0, 100].
         pos_init_scale: scales the position table, in (0, 100].
@@ -71,6 +82,7 @@ class Gpt(TransformerEncoderFields):
 
     _: KW_ONLY
     vocab_size: Size = 256
+    vocab_multiple: Size = 1
     n_ctx: Size = 64
     n_tfe_layers: Size = 2
     n_heads: Size = 4
@@ -83,19 +95,20 @@ class Gpt(TransformerEncoderFields):
     @classmethod
     def make(cls, config: GptConfigs) -> jm.Component:
         dim, vocab = config.dim_model, config.vocab_size
+        padded = -(-vocab // config.vocab_multiple) * config.vocab_multiple
         c = jm.make_children(
-            embedding=Embeddings(vocab, dim, config.dict_init_scale),
+            embedding=Embeddings(padded, dim, config.dict_init_scale),
             positional_encoding=PositionalEncoding(
                 config.n_ctx, dim, "sum", config.pos_init_scale, dynamic_length=True
             ),
             encoder=lambda: TransformerEncoder.make(config),
-            lm_head=Linear(dim, vocab, init_scale=0.1, axes=("embed", "vocab")),
+            lm_head=Linear(dim, padded, init_scale=0.1, axes=("embed", "vocab")),
         )
 
         def logits(weights: jm.Weights, tokens: Array, rng: Array | None) -> Array:
             x = c.positional_encoding(weights, c.embedding(weights, tokens))
             causal = jnp.tril(jnp.ones((tokens.shape[0], tokens.shape[0]), jnp.bool_))
-            return c.lm_head(weights, c.encoder(weights, x, rng, mask=causal))
+            return c.lm_head(weights, c.encoder(weights, x, rng, mask=causal))[:, :vocab]
 
         def pipeline(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
             return {jm.Output: logits(weights, inputs[jm.Input], rng)}

@@ -7,6 +7,9 @@
   `unigram_entropy` gives the context-free baseline loss to beat;
 * `batches`, `random_windows`, `contiguous_windows`, `stratified_split`, `steps_per_epoch`:
   deterministic NumPy plumbing driven by a `np.random.Generator`.
+
+Every error they raise on purpose is a `DataError` (both a `ValueError` and a
+`jaxmake.JaxMakeError`), whose message gives the numbers.
 """
 
 from jaxmake.data._batching import batches as batches
@@ -16,6 +19,7 @@ from jaxmake.data._batching import steps_per_epoch as steps_per_epoch
 from jaxmake.data._batching import stratified_split as stratified_split
 from jaxmake.data._digits import ArraySplit as ArraySplit
 from jaxmake.data._digits import load_digits as load_digits
+from jaxmake.data._error import DataError as DataError
 from jaxmake.data._text import CharVocab as CharVocab
 from jaxmake.data._text import TextSplit as TextSplit
 from jaxmake.data._text import default_corpus as default_corpus

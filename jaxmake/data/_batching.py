@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 import jaxmake as jm
+from jaxmake.data._error import DataError
 
 
 def _held_out_count(n: int, fraction: float, *, what: str) -> int:
@@ -33,11 +34,11 @@ def _held_out_count(n: int, fraction: float, *, what: str) -> int:
         360
     """
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"`{what}` must be in (0, 1), got {fraction!r}.")
+        raise DataError(f"`{what}` must be in (0, 1), got {fraction!r}.")
     # Shrinking by a relative hair keeps `0.7 * 10 = 7.000000000000001` from rounding up to 8.
     count = math.ceil(fraction * n * (1 - 1e-12))
     if not 1 <= count <= n - 1:
-        raise ValueError(
+        raise DataError(
             f"`{what}`={fraction!r} of {n} examples holds out {count}, leaving one side of the "
             f"split empty; both sides need at least one example."
         )
@@ -74,7 +75,7 @@ def stratified_split(
         (3, 3, [0, 0, 1])
     """
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"`labels` must be a 1-D integer array, got shape {labels.shape} and dtype {labels.dtype}.")
+        raise DataError(f"`labels` must be a 1-D integer array, got shape {labels.shape} and dtype {labels.dtype}.")
     n = labels.shape[0]
     n_test = _held_out_count(n, test_fraction, what="test_fraction")
     classes, counts = np.unique(labels, return_counts=True)
@@ -109,11 +110,11 @@ def steps_per_epoch(n: int, batch_size: int, *, drop_remainder: bool = True) -> 
         (22, 23)
     """
     if n < 1:
-        raise ValueError(f"there must be at least one example, got {n}.")
+        raise DataError(f"there must be at least one example, got {n}.")
     if batch_size < 1:
-        raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
+        raise DataError(f"`batch_size` must be at least 1, got {batch_size}.")
     if drop_remainder and batch_size > n:
-        raise ValueError(
+        raise DataError(
             f"`batch_size`={batch_size} is larger than the {n} examples, so dropping the remainder "
             f"leaves no batch; lower `batch_size` or pass `drop_remainder=False`."
         )
@@ -159,11 +160,11 @@ def batches(
         (2, 2) (2,)
     """
     if not arrays:
-        raise ValueError("`arrays` is empty; give at least one array to batch.")
+        raise DataError("`arrays` is empty; give at least one array to batch.")
     sizes = [a.shape[0] if a.ndim else None for a in arrays]
     if None in sizes or len(set(sizes)) != 1:
         shapes = ", ".join(str(a.shape) for a in arrays)
-        raise ValueError(f"`arrays` must share a leading dimension, got shapes {shapes}.")
+        raise DataError(f"`arrays` must share a leading dimension, got shapes {shapes}.")
     n = arrays[0].shape[0]
     n_batches = steps_per_epoch(n, batch_size, drop_remainder=drop_remainder)
     order = rng.permutation(n)
@@ -172,11 +173,11 @@ def batches(
 
 def _check_windows(ids: npt.NDArray[Any], n_ctx: int) -> None:
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"`ids` must be a 1-D integer array, got shape {ids.shape} and dtype {ids.dtype}.")
+        raise DataError(f"`ids` must be a 1-D integer array, got shape {ids.shape} and dtype {ids.dtype}.")
     if n_ctx < 1:
-        raise ValueError(f"`n_ctx` must be at least 1, got {n_ctx}.")
+        raise DataError(f"`n_ctx` must be at least 1, got {n_ctx}.")
     if n_ctx >= ids.shape[0]:
-        raise ValueError(
+        raise DataError(
             f"`n_ctx`={n_ctx} needs at least {n_ctx + 1} ids (a window and its next id), got {ids.shape[0]}."
         )
 
@@ -211,7 +212,7 @@ def random_windows(
     """
     _check_windows(ids, n_ctx)
     if batch_size < 1:
-        raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
+        raise DataError(f"`batch_size` must be at least 1, got {batch_size}.")
     starts = rng.integers(0, ids.shape[0] - n_ctx, size=batch_size)
     index = starts[:, None] + np.arange(n_ctx)
     return ids[index].astype(np.int32), ids[index + 1].astype(np.int32)

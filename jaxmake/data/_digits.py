@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from jaxmake.data._batching import stratified_split
+from jaxmake.data._error import DataError
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -37,11 +38,11 @@ class ArraySplit:
     def __post_init__(self) -> None:
         for side, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if x.ndim < 1 or y.shape != x.shape[:1]:
-                raise ValueError(
+                raise DataError(
                     f"`x_{side}` and `y_{side}` must be `[N, ...]` and `[N]`, got shapes {x.shape} and {y.shape}."
                 )
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(
+            raise DataError(
                 f"train and test examples must have one shape, got {self.x_train.shape[1:]} "
                 f"and {self.x_test.shape[1:]}."
             )

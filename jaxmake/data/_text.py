@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 import jaxmake as jm
 from jaxmake.data._batching import _held_out_count
+from jaxmake.data._error import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,13 +49,13 @@ class CharVocab:
         chars = tuple(self.chars)
         object.__setattr__(self, "chars", chars)
         if not chars:
-            raise ValueError("`CharVocab.chars` is empty; a vocabulary needs at least one character.")
+            raise DataError("`CharVocab.chars` is empty; a vocabulary needs at least one character.")
         bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
         if bad:
-            raise ValueError(f"`CharVocab.chars` must hold single characters, got {bad[0]!r}.")
+            raise DataError(f"`CharVocab.chars` must hold single characters, got {bad[0]!r}.")
         if len(set(chars)) != len(chars):
             repeated = sorted({c for c in chars if chars.count(c) > 1})
-            raise ValueError(f"`CharVocab.chars` repeats the characters {repeated}.")
+            raise DataError(f"`CharVocab.chars` repeats the characters {repeated}.")
 
     @functools.cached_property
     def _ids(self) -> dict[str, int]:
@@ -85,7 +86,7 @@ class CharVocab:
         if unknown:
             position = min(text.index(c) for c in unknown)
             shown = ", ".join(repr(c) for c in unknown)
-            raise ValueError(
+            raise DataError(
                 f"`CharVocab.encode`: the character{'s' if len(unknown) > 1 else ''} {shown} "
                 f"{'are' if len(unknown) > 1 else 'is'} not in the vocabulary of {self.size} characters "
                 f"(first at position {position} of the text). The vocabulary holds the characters of "
@@ -102,12 +103,12 @@ class CharVocab:
         """
         array = np.asarray(ids)
         if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
-            raise ValueError(
+            raise DataError(
                 f"`ids` must be a 1-D sequence of integers, got shape {array.shape} and dtype {array.dtype}."
             )
         outside = np.flatnonzero((array < 0) | (array >= self.size))
         if outside.size:
-            raise ValueError(
+            raise DataError(
                 f"id {array[outside[0]]} at position {outside[0]} is outside the vocabulary: "
                 f"ids run from 0 to {self.size - 1}."
             )
@@ -126,7 +127,7 @@ class CharVocab:
         """
         data = json.loads(text)
         if not isinstance(data, dict) or not isinstance(data.get("chars"), list):
-            raise ValueError(f'a `CharVocab` JSON document is {{"chars": [...]}}, got {text[:80]!r}.')
+            raise DataError(f'a `CharVocab` JSON document is {{"chars": [...]}}, got {text[:80]!r}.')
         chars: list[Any] = data["chars"]
         return cls(tuple(chars))
 
@@ -155,6 +156,10 @@ class TextSplit:
         )
 
 
+MAX_TEXT_BYTES = 1 << 28
+"""The largest text file `load_text` reads by default: 256 MiB."""
+
+
 def default_corpus() -> str:
     """The default corpus: the `pydoc_data.topics.topics` pages joined in sorted key order.
 
@@ -166,7 +171,9 @@ def default_corpus() -> str:
     return "".join(topics[key] for key in sorted(topics))
 
 
-def load_text(path: str | os.PathLike[str] | None = None, *, validation_fraction: float = 0.1) -> TextSplit:
+def load_text(
+    path: str | os.PathLike[str] | None = None, *, validation_fraction: float = 0.1, max_bytes: int = MAX_TEXT_BYTES
+) -> TextSplit:
     """Load a character corpus, its vocabulary, and a contiguous train/validation split.
 
     The last `ceil(validation_fraction * L)` characters are the validation text and the
@@ -178,13 +185,15 @@ def load_text(path: str | os.PathLike[str] | None = None, *, validation_fraction
     Args:
         path: a UTF-8 text file (line endings read as `\\n`); `None` for `default_corpus()`.
         validation_fraction: the share of characters held out, in (0, 1).
+        max_bytes: refuse a file larger than this (the corpus is held in memory, 4 bytes
+            per character once encoded).
 
     Returns:
         A `TextSplit` of int32 ids.
 
     Raises:
-        ValueError: the file is not UTF-8, is too short to split, or `validation_fraction`
-            is outside (0, 1).
+        DataError: the file is larger than `max_bytes`, is not UTF-8, is too short to
+            split, or `validation_fraction` is outside (0, 1).
         OSError: the file cannot be read.
 
     Example:
@@ -192,17 +201,24 @@ def load_text(path: str | os.PathLike[str] | None = None, *, validation_fraction
         >>> text.vocab.size > 90, text.train.dtype, len(text.valid) / (len(text.train) + len(text.valid))
         (True, dtype('int32'), 0.1...)
     """
-    if path is None:
-        corpus = default_corpus()
-    else:
-        try:
-            corpus = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise ValueError(f"`load_text`: {os.fspath(path)!r} is not UTF-8 text ({error}).") from None
+    corpus = default_corpus() if path is None else _read_text(Path(path), max_bytes)
     n_valid = _held_out_count(len(corpus), validation_fraction, what="validation_fraction")
     vocab = CharVocab.from_text(corpus)
     ids = vocab.encode(corpus)
     return TextSplit(vocab, ids[:-n_valid], ids[-n_valid:])
+
+
+def _read_text(path: Path, max_bytes: int) -> str:
+    """The UTF-8 text of the file at `path` (line endings read as `\\n`), if it holds at most `max_bytes`."""
+    with path.open("rb") as file:
+        content = file.read(max_bytes + 1)
+    if len(content) > max_bytes:
+        raise DataError(f"`load_text`: {os.fspath(path)!r} holds more than `max_bytes`={max_bytes:,} bytes.")
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"`load_text`: {os.fspath(path)!r} is not UTF-8 text ({error}).") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def unigram_entropy(
@@ -233,17 +249,17 @@ def unigram_entropy(
         True
     """
     if vocab_size < 1:
-        raise ValueError(f"`vocab_size` must be at least 1, got {vocab_size}.")
+        raise DataError(f"`vocab_size` must be at least 1, got {vocab_size}.")
     for name, ids in (("train_ids", train_ids), ("valid_ids", valid_ids)):
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"`{name}` must be a 1-D integer array, got shape {ids.shape} and dtype {ids.dtype}.")
+            raise DataError(f"`{name}` must be a 1-D integer array, got shape {ids.shape} and dtype {ids.dtype}.")
         outside = np.flatnonzero((ids < 0) | (ids >= vocab_size))
         if outside.size:
-            raise ValueError(
+            raise DataError(
                 f"`{name}` holds id {ids[outside[0]]} at position {outside[0]}, outside 0 .. {vocab_size - 1}."
             )
     if valid_ids.shape[0] == 0:
-        raise ValueError("`valid_ids` is empty; the cross-entropy of no text is undefined.")
+        raise DataError("`valid_ids` is empty; the cross-entropy of no text is undefined.")
     counts = np.bincount(train_ids, minlength=vocab_size) + 1
     log_p = np.log(counts) - math.log(train_ids.shape[0] + vocab_size)
     return float(-log_p[valid_ids].mean())

@@ -42,8 +42,10 @@ def parse_mesh(text: str) -> dict[str, int]:
             raise _mesh_error(text, f"{part.strip()!r} is not NAME=SIZE (e.g. data=4)")
         if name in shape:
             raise _mesh_error(text, f"the axis {name!r} is named twice")
-        if not size.isdecimal() or int(size) < 1:
-            raise _mesh_error(text, f"the size of axis {name!r} must be an integer >= 1, got {size!r}")
+        if not size.isdecimal() or len(size) > 9 or int(size) < 1:  # 9 digits: more devices than any mesh has
+            raise _mesh_error(
+                text, f"the size of axis {name!r} must be an integer in [1, 999999999], got {jm.value_repr(size)}"
+            )
         shape[name] = int(size)
     return shape
 
@@ -95,4 +97,4 @@ def _format(shape: Mapping[str, int]) -> str:
 
 
 def _mesh_error(text: str, reason: str) -> jm.ShardingError:
-    return jm.ShardingError(f"mesh {text!r}: {reason}")
+    return jm.ShardingError(f"mesh {jm.value_repr(text)}: {reason}")

@@ -6,10 +6,16 @@
 * `Task`, `shuffled_batches`: what a model plugs into the loop (loss, batches, evaluation);
 * `train`: the loop, with a progress bar or log lines, a metrics history (`metrics.json`),
   atomic keep-N checkpoints, exact resume and a clear stop (`TrainingDiverged`) on NaN/inf;
+* `check_shared`, `RunDirNotShared`: with several processes, `train` first checks that the
+  run folder is one folder that all of them see;
 * `load_weights`, `load_metadata`: a finished run's latest weights and metadata, for
-  inference.
+  inference;
+* `RunDirError`, `CheckpointDamaged`: a run folder's file is missing or damaged (each
+  checkpoint is sealed with the sizes and CRC-32s of its files); `load_weights` then falls
+  back to the latest intact checkpoint with a warning.
 """
 
+from jaxmake.training._checkpoint import CheckpointDamaged as CheckpointDamaged
 from jaxmake.training._checkpoint import Checkpoints as Checkpoints
 from jaxmake.training._checkpoint import load_weights as load_weights
 from jaxmake.training._config import Schedule as Schedule
@@ -22,8 +28,11 @@ from jaxmake.training._optimizer import make_optimizer as make_optimizer
 from jaxmake.training._optimizer import make_schedule as make_schedule
 from jaxmake.training._progress import ProgressMode as ProgressMode
 from jaxmake.training._run_dir import History as History
+from jaxmake.training._run_dir import RunDirError as RunDirError
 from jaxmake.training._run_dir import load_metadata as load_metadata
 from jaxmake.training._run_dir import record_results as record_results
+from jaxmake.training._shared import RunDirNotShared as RunDirNotShared
+from jaxmake.training._shared import check_shared as check_shared
 from jaxmake.training._task import Batch as Batch
 from jaxmake.training._task import LossFn as LossFn
 from jaxmake.training._task import Task as Task

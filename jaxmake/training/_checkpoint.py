@@ -5,10 +5,21 @@ A run keeps its checkpoints in `run_dir/checkpoints/<step>/`, each holding two i
 the number of optimizer steps done. orbax writes each checkpoint into a temporary folder
 and renames it when complete, so a run killed mid-save leaves the previous checkpoints
 intact (the partial folder is removed the next time the run is opened).
+
+Once a checkpoint is complete, process 0 seals it: `<step>/jaxmake_files.json` lists the
+size and CRC-32 of every file in it. A checkpoint damaged later (a truncated copy, a bad
+disk, a file edited by hand) is then found before orbax reads it, and the error names the
+file; a failure inside orbax on an unsealed checkpoint is reported as damage too. Either
+way the error is a `CheckpointDamaged`, and `load_weights` falls back to the latest
+intact checkpoint, with a warning.
 """
 
+import contextlib
+import json
 import os
-from collections.abc import Mapping
+import warnings
+import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,11 +29,25 @@ import orbax.checkpoint as ocp
 from jax.sharding import SingleDeviceSharding
 
 import jaxmake as jm
+from jaxmake.training._run_dir import RunDirError
 
 CHECKPOINTS = "checkpoints"
 """The folder of a run directory that holds its checkpoints."""
 
 _ITEMS = ("weights", "opt_state")
+_SEAL = "jaxmake_files.json"
+
+
+class CheckpointDamaged(RunDirError):
+    """A checkpoint cannot be read back: a file is missing, truncated or changed, or orbax fails on it.
+
+    Attributes:
+        step: the step of the damaged checkpoint.
+    """
+
+    def __init__(self, message: str, *, step: int) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class Checkpoints:
@@ -44,6 +69,7 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, cleanup_tmp_directories=True)
         handlers = {name: ocp.StandardCheckpointHandler() for name in _ITEMS}
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        self._unsealed: list[int] = []  # saved here, not sealed yet
 
     def steps(self) -> list[int]:
         """The steps of the complete checkpoints on disk, oldest first."""
@@ -66,6 +92,8 @@ class Checkpoints:
         for name, tree in (("weights", weights), ("opt_state", opt_state)):
             if not jax.tree.leaves(tree):
                 raise ValueError(f"cannot checkpoint step {step}: `{name}` holds no array")
+        self._seal_saved()
+        self._unsealed.append(step)
         self._manager.save(
             step,
             args=ocp.args.Composite(weights=ocp.args.StandardSave(weights), opt_state=ocp.args.StandardSave(opt_state)),
@@ -82,10 +110,14 @@ class Checkpoints:
             what: names `expected` in the message, e.g. "the weights given to `train`".
 
         Raises:
+            CheckpointDamaged: a file of the checkpoint is missing, truncated or changed
+                since it was sealed, or orbax cannot read its metadata.
             WeightsError: listing every path missing from the checkpoint, every extra
                 one, and every shape or dtype that differs (expected vs stored).
         """
-        metadata = self._manager.item_metadata(step)["weights"]
+        self._check_intact(step)
+        with self._reading(step):
+            metadata = self._manager.item_metadata(step)["weights"]
         stored = getattr(metadata, "tree", metadata)  # orbax 0.12 wraps the tree in `TreeMetadata`
         try:
             jm.check_weights(expected, stored)
@@ -109,22 +141,94 @@ class Checkpoints:
 
         Returns:
             `(weights, opt_state)` as arrays (`opt_state` is `None` if not asked for).
+
+        Raises:
+            CheckpointDamaged: orbax fails to read the checkpoint's files.
         """
         items = {"weights": ocp.args.StandardRestore(_abstract(weights))}
         if opt_state is not None:
             items["opt_state"] = ocp.args.StandardRestore(_abstract(opt_state))
-        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        with self._reading(step):
+            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         restored_weights: jm.Weights = restored["weights"]
         return restored_weights, restored["opt_state"] if opt_state is not None else None
 
     def wait(self) -> None:
-        """Block until every save started so far is written and committed."""
-        self._manager.wait_until_finished()
+        """Block until every save started so far is written, committed and sealed."""
+        self._seal_saved()
 
     def close(self) -> None:
-        """Wait for pending saves, then release orbax's resources."""
-        self._manager.wait_until_finished()
+        """Wait for pending saves and seal them (`wait`), then release orbax's resources."""
+        self.wait()
         self._manager.close()
+
+    def damage(self, step: int) -> str | None:
+        """What is wrong with the files of checkpoint `step`, or `None` if they are as sealed (or it is not sealed)."""
+        folder = self.directory / str(step)
+        seal = folder / _SEAL
+        if not seal.is_file():
+            return None
+        try:
+            sealed: dict[str, list[int]] = json.loads(seal.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"its list of files `{seal}` is damaged"
+        for name, (size, crc) in sealed.items():
+            path = folder / name
+            if not path.is_file():
+                return f"`{path}` is missing"
+            if path.stat().st_size != size:
+                return f"`{path}` holds {path.stat().st_size:,} bytes where {size:,} were written"
+            if _crc32(path) != crc:
+                return f"`{path}` has changed since it was written"
+        return None
+
+    def _check_intact(self, step: int) -> None:
+        """Raise `CheckpointDamaged` if `damage(step)` finds a problem."""
+        problem = self.damage(step)
+        if problem is not None:
+            raise self._damaged(step, problem)
+
+    @contextlib.contextmanager
+    def _reading(self, step: int) -> Iterator[None]:
+        """Turn any failure of orbax reading checkpoint `step` into `CheckpointDamaged` (its message cut short)."""
+        try:
+            yield
+        except Exception as error:
+            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            raise self._damaged(step, f"orbax cannot read it: {type(error).__name__}: {reason}") from error
+
+    def _damaged(self, step: int, problem: str) -> CheckpointDamaged:
+        earlier = [s for s in self.steps() if s < step]
+        folder = self.directory / str(step)
+        advice = (
+            f"delete or move `{folder}` to use the previous checkpoint (step {earlier[-1]})"
+            if earlier
+            else f"there is no earlier checkpoint: delete `{folder}` and train again"
+        )
+        return CheckpointDamaged(f"the checkpoint of step {step} is damaged: {problem}; {advice}", step=step)
+
+    def _seal_saved(self) -> None:
+        """Wait for the saves in progress, then (on process 0) seal the checkpoints saved here.
+
+        `save` calls it first: orbax would wait there for the previous save anyway.
+        """
+        self._manager.wait_until_finished()
+        unsealed, self._unsealed = self._unsealed, []
+        if jax.process_index() != 0:
+            return
+        for step in unsealed:
+            folder = self.directory / str(step)
+            try:
+                files = {
+                    str(path.relative_to(folder)): [path.stat().st_size, _crc32(path)]
+                    for path in sorted(folder.rglob("*"))
+                    if path.is_file()
+                }
+                partial = folder / (_SEAL + ".partial")
+                partial.write_text(json.dumps({"files": files}))
+                os.replace(partial, folder / _SEAL)
+            except FileNotFoundError:  # keep-N removed it meanwhile (orbax does so in the background)
+                continue
 
     def __enter__(self) -> "Checkpoints":
         return self
@@ -157,7 +261,8 @@ def load_weights(
 
     Only the `weights` item is read; the optimizer state stays on disk. The weights are
     restored whole onto this process's first device, whatever mesh (and however many
-    processes) saved them.
+    processes) saved them. Without `step`, a damaged latest checkpoint is skipped with a
+    warning (naming it and the damage) for the latest intact one.
 
     Args:
         run_dir: the run directory given to `train`.
@@ -169,21 +274,45 @@ def load_weights(
 
     Raises:
         FileNotFoundError: the run has no checkpoint (of `step`, if given).
+        CheckpointDamaged: the checkpoint of `step` is damaged, or (without `step`) every
+            checkpoint is.
         WeightsError: the checkpoint's weights do not match `weight_params`; lists
             every missing, extra and mis-shaped path.
     """
     with Checkpoints(run_dir, create=False) as checkpoints:
         steps = checkpoints.steps()
-        if step is None and steps:
-            step = steps[-1]
-        if step is None or step not in steps:
+        if step is not None and step not in steps:
             listed = ", ".join(map(str, steps)) or "none"
-            wanted = "" if step is None else f" of step {step}"
-            raise FileNotFoundError(f"`{checkpoints.directory}` has no checkpoint{wanted}; its steps: {listed}")
-        checkpoints.check(step, weight_params, "the weight spec")
+            raise FileNotFoundError(f"`{checkpoints.directory}` has no checkpoint of step {step}; its steps: {listed}")
+        if not steps:
+            raise FileNotFoundError(f"`{checkpoints.directory}` has no checkpoint")
         device = SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jm.abstract_weights(weight_params)
         )
-        weights, _ = checkpoints.restore(step, target)
-        return weights
+        for candidate in [step] if step is not None else reversed(steps):
+            try:
+                checkpoints.check(candidate, weight_params, "the weight spec")
+                weights, _ = checkpoints.restore(candidate, target)
+            except CheckpointDamaged as damaged:
+                if step is not None:
+                    raise
+                if candidate == steps[0]:
+                    raise CheckpointDamaged(
+                        f"every checkpoint in `{checkpoints.directory}` is damaged (steps "
+                        f"{', '.join(map(str, steps))}): train the run again; the oldest: {damaged}",
+                        step=candidate,
+                    ) from damaged
+                warnings.warn(f"{damaged}; reading step {steps[steps.index(candidate) - 1]} instead", stacklevel=2)
+                continue
+            return weights
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _crc32(path: Path) -> int:
+    """The CRC-32 of a file's bytes, read in chunks of 1 MiB."""
+    crc = 0
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return crc

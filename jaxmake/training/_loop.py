@@ -18,7 +18,13 @@ global mesh: each computes the global batch `task.batch(step)` and puts on its o
 only their rows of it; the scalars are kept whole on every device so that each process
 reads them and stops at the same step; every process evaluates and saves (orbax writes
 each array's shards from the process that holds them); only process 0 writes
-`config.json` and `metrics.json` and shows progress.
+`config.json` and `metrics.json` and shows progress. So `run_dir` must be one folder that
+every process sees: before training, `check_shared` has process 0 write a file there
+that every process must read, and every process raises `RunDirNotShared` if one cannot
+(without the check, they would wait at the first checkpoint for files written elsewhere).
+A process that dies mid-run is noticed by the others at their next collective, or by
+JAX's heartbeat (100 s by default) wherever they wait; a run killed mid-checkpoint keeps
+its previous checkpoints and resumes from the latest, as with one process.
 """
 
 import os
@@ -43,6 +49,7 @@ from jaxmake.training._config import TrainConfig
 from jaxmake.training._optimizer import make_optimizer, make_schedule
 from jaxmake.training._progress import ProgressMode, make_progress
 from jaxmake.training._run_dir import History, read_history, write_config, write_history
+from jaxmake.training._shared import check_shared
 from jaxmake.training._task import Batch, LossFn, Task
 
 RESERVED = ("step", "time", "loss", "lr", "grad_norm", "steps_per_s")
@@ -139,6 +146,8 @@ def train(
         WeightsError: resuming from a checkpoint whose weights do not match `weights`;
             lists every missing, extra and mis-shaped path.
         FileExistsError: `run_dir` already holds checkpoints and `resume` is false.
+        RunDirNotShared: with several processes, `run_dir` is not one folder that all of
+            them see (raised on every process, before training).
         ValueError: a metric of the task uses a name of `RESERVED`, or several processes
             train without a `mesh`.
     """
@@ -149,6 +158,7 @@ def train(
         )
     writes = jax.process_index() == 0  # the one process that writes the run's files and shows progress
     run_dir = Path(run_dir)
+    check_shared(run_dir)  # else the first checkpoint would wait for files written elsewhere
     optimizer, schedule = make_optimizer(config), make_schedule(config)
     with Checkpoints(run_dir, keep=config.keep_checkpoints) as checkpoints:
         latest = checkpoints.latest_step()

@@ -7,7 +7,8 @@ run_dir/
   checkpoints/   orbax checkpoints, see `Checkpoints`
 ```
 Both files are replaced atomically (written beside, then renamed), so a reader never sees
-half a file. Nothing is pickled.
+half a file. Nothing is pickled. A file damaged all the same (by hand, by a disk) raises a
+`RunDirError` naming it, never a parser's exception.
 """
 
 import dataclasses
@@ -18,10 +19,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jaxmake as jm
 from jaxmake.training._config import TrainConfig
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
+
+MAX_JSON_BYTES = 1 << 26
+"""The largest `config.json` or `metrics.json` read (64 MiB; a long run's history is a few MiB)."""
+
+
+class RunDirError(jm.JaxMakeError, OSError):
+    """A file of a run directory is missing or damaged; the message names it and says what to do."""
+
 
 History = list[dict[str, float]]
 """The metrics history: one dict per entry, each with at least `step`, `time` and `loss`."""
@@ -51,10 +61,15 @@ def load_metadata(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The `metadata` given to `train` for this run, as written to `config.json`.
 
     Raises:
-        FileNotFoundError: the run directory has no `config.json`.
+        RunDirError: the run directory has no `config.json`, or it is damaged (not
+            UTF-8, not JSON, or without a `metadata` table).
     """
-    content: dict[str, Any] = json.loads((Path(run_dir) / CONFIG).read_text())
-    metadata: dict[str, Any] = content["metadata"]
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise RunDirError(f"`{run_dir}` holds no {CONFIG}: is it a run folder (the --out of a training run)?")
+    metadata = _read_json(path, "metadata", "it is written when a run starts: train the run again")
+    if not isinstance(metadata, dict):
+        raise RunDirError(f"`{path}` is damaged: its 'metadata' is not a table; train the run again")
     return metadata
 
 
@@ -84,12 +99,40 @@ def record_results(run_dir: str | os.PathLike[str], results: Mapping[str, float]
 
 
 def read_history(run_dir: Path) -> History:
-    """The history in `metrics.json` (`null` read back as NaN), or `[]` if there is none yet."""
+    """The history in `metrics.json` (`null` read back as NaN), or `[]` if there is none yet.
+
+    Raises:
+        RunDirError: `metrics.json` is damaged (not JSON, or without a list of entries).
+    """
     path = run_dir / METRICS
     if not path.exists():
         return []
-    entries: list[dict[str, float | None]] = json.loads(path.read_text())["history"]
+    advice = "delete it to resume without the history of the earlier sessions (the checkpoints hold the rest)"
+    entries = _read_json(path, "history", advice)
+    if not (isinstance(entries, list) and all(isinstance(entry, dict) for entry in entries)):
+        raise RunDirError(f"`{path}` is damaged: its 'history' is not a list of entries; {advice}")
     return [{key: math.nan if value is None else value for key, value in entry.items()} for entry in entries]
+
+
+def _read_json(path: Path, key: str, advice: str) -> Any:
+    """The value under `key` in the JSON object of the file at `path` (of at most `MAX_JSON_BYTES`).
+
+    Raises:
+        RunDirError: the file cannot be read, is too large, is not UTF-8 JSON, or is not an
+            object with `key`; the message ends with `advice`.
+    """
+    try:
+        with path.open("rb") as file:
+            content = file.read(MAX_JSON_BYTES + 1)
+        if len(content) > MAX_JSON_BYTES:
+            raise ValueError(f"larger than {MAX_JSON_BYTES:,} bytes")
+        data = json.loads(content.decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or "nested too deeply"
+        raise RunDirError(f"`{path}` is damaged ({reason}); {advice}") from None
+    if not isinstance(data, dict) or key not in data:
+        raise RunDirError(f"`{path}` is damaged: it is not a JSON object with '{key}'; {advice}")
+    return data[key]
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -166,3 +167,189 @@ def test_the_console_script_exits_2_without_a_traceback() -> None:
     )
     assert result.returncode == 2
     assert result.stderr == "jaxmake: error: `TrainDigits.epochs`=0 must be >= 1\n"
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one stderr line of a command that exited with status 2, checked to be that and nothing else."""
+    error = capsys.readouterr().err
+    assert error.startswith("jaxmake: error: ") and error.count("\n") == 1 and "Traceback" not in error, error
+    return error
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bytes.toml", b"\xff\xfe", "bytes.toml: not UTF-8 text (byte 0: invalid start byte)"),
+        ("deep.json", b"[" * 100_000, "deep.json: not valid JSON: nested too deeply"),
+        ("deep.toml", b"x = " + b"[" * 100_000, "deep.toml: not valid TOML: nested too deeply"),
+        ("huge.json", b'{"x": "' + b"a" * (11 << 20) + b'"}', "huge.json: a config file is at most 1,048,576 bytes"),
+        ("digits.json", b'{"model": "Linear", "config": {"n_in": ' + b"9" * 5000 + b"}}", "Exceeds the limit (4300"),
+        ("digits.toml", b'model = "Linear"\n[config]\nn_in = ' + b"9" * 5000, "not valid TOML"),
+        ("big.json", b'{"model": "Linear", "config": {"n_in": ' + b"9" * 4000 + b', "n_out": 1}}', "4,000 digits>"),
+        ("name.json", b'{"model": 3}', "name.json: 'model' must be a string"),
+        ("wide.json", b'{"model": "Linear", "config": {"n_in": 4611686018427387904, "n_out": 1}}', "<= 1099511627776"),
+    ],
+)
+def test_bad_config_files_are_one_line_errors(
+    name: str, content: bytes, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["check", str(path)]) == 2
+    assert message in _one_error_line(capsys)
+
+
+def test_user_errors_of_every_kind_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    huge = "9" * 5000
+    cases = {
+        ("summary", "Linear", "--set", f"n_in={huge}", "n_out=1"): "`Linear.n_in`='99999999",
+        ("summary", "Linear", "--set", "n_in=-1" + "0" * 4400, "n_out=1"): "(4,402 characters) must be of type int",
+        ("train", "digits", "--batch-size", "5000"): "--batch-size 5000 is larger than the 1,437 training images",
+        ("train", "digits", "--model.hwc", "8", "8", "3"): "--model.hwc must be 8 8 1 (the digits are 8x8 images",
+        ("train", "digits", "--model.dict-size-output", "3"): "--model.dict-size-output must be at least 10",
+        ("train", "chars", "--mesh", f"data={huge}"): "the size of axis 'data' must be an integer in [1, 999999999]",
+        ("train", "chars", "--dim-model", "200000", "--n-heads", "4"): "need 1.2 TiB, more than this machine's",
+        ("train", "chars", "--text", str(tmp_path / "missing.txt")): "--text: cannot read ",
+        ("train", "chars", "--text", str(tmp_path)): "--text: cannot read ",
+        ("train", "chars", "--batch-size", "100000000", "--steps", "1"): "`TrainConfig.batch_size`=100000000",
+        ("sample", "--run", str(tmp_path)): "holds no config.json: is it a run folder",
+    }
+    (tmp_path / "binary.txt").write_bytes(b"\x80abc" * 10)
+    cases[("train", "chars", "--text", str(tmp_path / "binary.txt"))] = "is not UTF-8 text"
+    for args, message in cases.items():
+        assert main(list(args)) == 2, args
+        assert message in _one_error_line(capsys), args
+
+
+def test_model_names_are_accepted_in_any_case(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "vit"]) == 0 and main(["summary", "LINEAR", "--set", "n_in=2", "n_out=1"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "total: 3 parameters in 2 arrays, 12 bytes (12.0 B)"
+    assert main(["summary", "Vits"]) == 2
+    assert "unknown model 'Vits'; the library has: " in _one_error_line(capsys)
+
+
+def test_a_bug_shows_its_traceback_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(self: object) -> None:
+        raise ZeroDivisionError("a genuine bug")
+
+    monkeypatch.setattr("jaxmake.cli._commands.Summary.run", broken)
+    assert main(["summary", "Vit"]) == 1
+    error = capsys.readouterr().err
+    assert "Traceback" in error and error.endswith(
+        "jaxmake: internal error: the traceback above is a bug in jaxmake; please report it\n"
+    )
+
+
+def test_training_over_a_run_without_resume_is_refused(chars_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "chars", "--out", str(chars_run), "--steps", "1", *TINY_GPT]) == 2
+    assert f"{chars_run} already holds a run: pass --resume to continue it" in _one_error_line(capsys)
+
+
+def _truncate_every_file(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _rewrite(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new))
+
+
+DAMAGED_CONFIGS: dict[str, tuple[Callable[[Path], object], str]] = {
+    "truncated": (lambda run: _rewrite(run / "config.json", "metadata", '"'), "config.json` is damaged ("),
+    "empty": (lambda run: (run / "config.json").write_text("{}"), "is not a JSON object with 'metadata'"),
+    "binary": (lambda run: (run / "config.json").write_bytes(b"\xff\xfe"), "config.json` is damaged ('utf-8'"),
+    "other model": (lambda run: _rewrite(run / "config.json", '"dim_model": 8', '"dim_model": 16'), "does not match"),
+    "missing": (lambda run: (run / "config.json").unlink(), "holds no config.json"),
+    "no checkpoints": (lambda run: shutil.rmtree(run / "checkpoints"), "no checkpoints in"),
+}
+
+
+@pytest.fixture
+def run(chars_run: Path, tmp_path: Path) -> Path:
+    """A copy of the chars run, to damage."""
+    return Path(shutil.copytree(chars_run, tmp_path / "run"))
+
+
+@pytest.mark.parametrize("damage", DAMAGED_CONFIGS)
+def test_sample_names_the_damage_of_a_run(damage: str, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    apply, message = DAMAGED_CONFIGS[damage]
+    apply(run)
+    assert main(["sample", "--run", str(run), "--prompt", "the ", "--tokens", "3"]) == 2
+    assert message in _one_error_line(capsys)
+
+
+def _remove_folders(folder: Path) -> None:
+    for item in folder.iterdir():
+        if item.is_dir():
+            shutil.rmtree(item)
+
+
+DAMAGED_CHECKPOINTS: dict[str, Callable[[Path], object]] = {
+    "garbage metadata": lambda step: (step / "weights" / "_METADATA").write_bytes(b"garbage"),
+    "truncated files": _truncate_every_file,
+    "missing weights": lambda step: shutil.rmtree(step / "weights"),
+    "emptied": _remove_folders,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_CHECKPOINTS)
+def test_sample_falls_back_from_a_damaged_checkpoint(
+    damage: str, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    DAMAGED_CHECKPOINTS[damage](run / "checkpoints" / "6")
+    args = ["sample", "--run", str(run), "--prompt", "the ", "--tokens", "3"]
+    assert main(args) == 0
+    warning = capsys.readouterr().err
+    assert warning.startswith("jaxmake: warning: the checkpoint of step 6 is damaged: ") and warning.count("\n") == 1
+    assert f"delete or move `{run.absolute() / 'checkpoints' / '6'}` to use the previous checkpoint (step 5)" in warning
+    assert warning.endswith("; reading step 5 instead\n")
+    for step in ("5", "4"):  # every checkpoint damaged (the run keeps 3): an error naming them
+        DAMAGED_CHECKPOINTS[damage](run / "checkpoints" / step)
+    assert main(args) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"jaxmake: error: every checkpoint in `{run.absolute() / 'checkpoints'}` is damaged")
+    assert "(steps 4, 5, 6): train the run again; the oldest: the checkpoint of step 4 is damaged: " in error
+
+
+def test_sample_streams_and_is_bounded(chars_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["sample", "--run", str(chars_run), "--prompt", "the ", "--seed", "1"]
+    assert main([*args, "--tokens", "300"]) == 0  # two compiled chunks
+    text = capsys.readouterr().out
+    assert text.startswith("the ") and len(text) == 4 + 300 + 1
+    assert main([*args, "--tokens", "100000000"]) == 2
+    assert "`Sample.tokens`=100000000 must be <= 1000000" in _one_error_line(capsys)
+    assert main([*args, "--tokens", "3", "--top-k", "1000"]) == 0  # more than the vocabulary: all characters
+
+
+def test_device_and_cross_process_failures_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fails(message: str) -> Callable[[object], None]:
+        def run(self: object) -> None:
+            raise jax.errors.JaxRuntimeError(message)
+
+        return run
+
+    monkeypatch.setattr(
+        "jaxmake.cli._commands.Summary.run", fails("RESOURCE_EXHAUSTED: Out of memory allocating 9 GiB")
+    )
+    assert main(["summary", "Vit"]) == 2
+    assert "out of device memory (RESOURCE_EXHAUSTED: Out of memory allocating 9 GiB)" in _one_error_line(capsys)
+    monkeypatch.setattr(
+        "jaxmake.cli._commands.Summary.run", fails("INTERNAL: Gloo all-reduce failed: Connection closed by peer")
+    )
+    assert main(["summary", "Vit"]) == 1  # one process: a bug
+    assert capsys.readouterr().err.endswith("is a bug in jaxmake; please report it\n")
+    def exit_now(status: int) -> None:
+        raise SystemExit(status)
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr("os._exit", exit_now)  # several processes: end at once, without JAX's shutdown wait
+    with pytest.raises(SystemExit) as info:
+        main(["summary", "Vit"])
+    assert info.value.code == 2
+    error = _one_error_line(capsys)
+    assert "another process of the run stopped (INTERNAL: Gloo all-reduce failed: Connection closed by peer)" in error

@@ -1,5 +1,6 @@
 """`Gpt`: causality, the loss at initialisation, the loss process, `generate`."""
 
+import dataclasses
 import math
 from typing import Any
 
@@ -73,3 +74,43 @@ def test_generate_is_deterministic_compiles_once_and_slides_the_window(gpt: jm.C
     assert bool(((first >= 0) & (first < 37)).all())
     with pytest.raises(ValueError, match="temperature > 0"):
         generate(gpt, weights, prompt, 3, key, temperature=0.0)
+
+
+def test_a_padded_vocabulary_changes_neither_logits_nor_loss(gpt: jm.Component, getkey: Any) -> None:
+    padded = Gpt.make(dataclasses.replace(CONFIG, vocab_multiple=16))  # 37 tokens -> 48 rows
+    shapes = jax.tree.map(jnp.shape, jm.abstract_weights(padded.weight_params))
+    assert shapes["embedding"] == {"dict": (48, 16)} and shapes["lm_head"] == {"b": (48,), "w": (16, 48)}
+    weights = jm.make_weights(getkey(), padded.weight_params)
+    unpadded = {  # the same model without the padded rows
+        **weights,
+        "embedding": {"dict": weights["embedding"]["dict"][:37]},
+        "lm_head": {"w": weights["lm_head"]["w"][:, :37], "b": weights["lm_head"]["b"][:37]},
+    }
+    tokens = jr.randint(getkey(), (8,), 0, 37)
+    logits = padded.fixed_pipeline(weights, tokens)
+    assert logits.shape == (8, 37)
+    np.testing.assert_allclose(logits, gpt.fixed_pipeline(unpadded, tokens), rtol=1e-6, atol=1e-6)
+    inputs = {jm.Input: tokens, "targets": jnp.roll(tokens, -1)}
+    loss_of = padded.get_fixed_process(LOSS_PORTS)
+    np.testing.assert_allclose(
+        loss_of(weights, inputs)["loss"], gpt.get_fixed_process(LOSS_PORTS)(unpadded, inputs)["loss"], rtol=1e-6
+    )
+    grads = jax.grad(lambda w: loss_of(w, inputs)["loss"])(weights)
+    assert not np.any(grads["embedding"]["dict"][37:]) and not np.any(grads["lm_head"]["w"][:, 37:])
+    assert not np.any(grads["lm_head"]["b"][37:])
+
+
+def test_a_padded_vocabulary_splits_over_a_model_axis() -> None:
+    from jaxmake.sharding import RULES, make_mesh
+
+    mesh = make_mesh({"data": 2, "model": 2})
+    odd = dataclasses.replace(CONFIG, vocab_size=103)  # the default corpus's character count
+    with pytest.raises(jm.ShardingError, match=r"dimension 0 \(size 103, logical axis 'vocab'\) cannot be split"):
+        jm.make_weights(jr.key(0), Gpt.make(odd).weight_params, mesh=mesh, rules=RULES["fsdp_tp"])
+    weights = jm.make_weights(
+        jr.key(0),
+        Gpt.make(dataclasses.replace(odd, vocab_multiple=64)).weight_params,
+        mesh=mesh,
+        rules=RULES["fsdp_tp"],
+    )
+    assert weights["embedding"]["dict"].shape == (128, 16)

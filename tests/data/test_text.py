@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxmake.data import CharVocab, TextSplit, default_corpus, load_text, unigram_entropy
+import jaxmake as jm
+from jaxmake.data import CharVocab, DataError, TextSplit, default_corpus, load_text, unigram_entropy
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +127,16 @@ def test_unigram_entropy_errors() -> None:
         unigram_entropy(np.array([0]), np.array([], np.int32), 3)
     with pytest.raises(ValueError, match="`vocab_size` must be at least 1, got 0"):
         unigram_entropy(np.array([0]), np.array([0]), 0)
+
+
+def test_file_errors_are_data_errors_with_the_numbers(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_text("ab\r\ncd\n" * 100)
+    with pytest.raises(DataError, match=r"big.txt' holds more than `max_bytes`=10 bytes"):
+        load_text(big, max_bytes=10)
+    assert "\r" not in load_text(big).vocab.chars  # line endings read as "\n", as text mode would
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(DataError):
+        load_text(empty)
+    assert issubclass(DataError, ValueError) and issubclass(DataError, jm.JaxMakeError)

@@ -1,7 +1,9 @@
 """`Checkpoints` and `load_weights`: keep-N, exact round trips, and mismatches named path by path."""
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxmake as jm
-from jaxmake.training import Checkpoints, load_metadata, load_weights
+from jaxmake.training import CheckpointDamaged, Checkpoints, RunDirError, load_metadata, load_weights
 
 SPEC = {"linear": {"w": jm.WeightParams((3, 2)), "b": jm.WeightParams((2,), init="zeros")}, "dropout": {}}
 
@@ -88,3 +90,78 @@ def test_a_mismatched_spec_lists_every_path(tmp_path: Path) -> None:
 def test_load_metadata_reads_config_json(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"train": {}, "metadata": {"model": {"n": 3}}}))
     assert load_metadata(tmp_path) == {"model": {"n": 3}}
+
+
+def _saved(run_dir: Path, steps: tuple[int, ...] = (1, 2, 3)) -> Path:
+    with Checkpoints(run_dir, keep=3) as checkpoints:
+        for step in steps:
+            checkpoints.save(step, _weights(float(step)), {"count": jnp.zeros(())})
+    return run_dir / "checkpoints"
+
+
+def test_every_saved_checkpoint_is_sealed_with_its_files(tmp_path: Path) -> None:
+    folder = _saved(tmp_path)
+    for step in ("1", "2", "3"):
+        files = json.loads((folder / step / "jaxmake_files.json").read_text())["files"]
+        assert "weights/_METADATA" in files and all(isinstance(size, int) for size, _ in files.values())
+    assert Checkpoints(tmp_path).damage(3) is None
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda step: (step / "weights" / "_METADATA").write_text("{}"), "weights/_METADATA` holds 2 bytes where"),
+        (lambda step: (step / "weights" / "_METADATA").unlink(), "weights/_METADATA` is missing"),
+        (lambda step: (step / "jaxmake_files.json").write_text("[]"), "its list of files `"),
+    ],
+)
+def test_a_damaged_checkpoint_is_named_and_skipped(tmp_path: Path, damage: Any, problem: str) -> None:
+    folder = _saved(tmp_path)
+    damage(folder / "3")
+    with pytest.raises(CheckpointDamaged, match=r"^the checkpoint of step 3 is damaged: ") as info:
+        load_weights(tmp_path, SPEC, step=3)
+    assert problem in str(info.value) and info.value.step == 3
+    assert str(info.value).endswith(
+        f"; delete or move `{folder.absolute() / '3'}` to use the previous checkpoint (step 2)"
+    )
+    with pytest.warns(UserWarning, match=r"the checkpoint of step 3 is damaged: .*; reading step 2 instead$"):
+        jax.tree.map(np.testing.assert_array_equal, load_weights(tmp_path, SPEC), _weights(2.0))
+
+
+def test_orbax_failures_on_an_unsealed_checkpoint_are_damage_too(tmp_path: Path) -> None:
+    folder = _saved(tmp_path, (1,))
+    (folder / "1" / "jaxmake_files.json").unlink()  # as a run killed before sealing would leave it
+    (folder / "1" / "weights" / "_METADATA").write_text("not json")
+    with pytest.raises(CheckpointDamaged, match=r"step 1 is damaged: orbax cannot read it: .*no earlier checkpoint"):
+        load_weights(tmp_path, SPEC)
+
+
+def test_resuming_from_a_damaged_checkpoint_says_what_to_move(tmp_path: Path) -> None:
+    folder = _saved(tmp_path)
+    (folder / "3" / "weights" / "_METADATA").write_text("{}")
+    with (
+        Checkpoints(tmp_path) as checkpoints,
+        pytest.raises(CheckpointDamaged, match=r"to use the previous checkpoint"),
+    ):
+        checkpoints.check(3, SPEC, "the weights given to `train`")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "config.json` is damaged (Expecting value: line 1 column 1 (char 0))"),
+        (b"\xff", "config.json` is damaged ('utf-8' codec can't decode byte 0xff"),
+        (b"[]", "config.json` is damaged: it is not a JSON object with 'metadata'"),
+        (b'{"metadata": 3}', "config.json` is damaged: its 'metadata' is not a table"),
+        (b"[" * 100_000, "config.json` is damaged (maximum recursion depth exceeded"),
+    ],
+)
+def test_a_damaged_config_json_is_named(tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(RunDirError, match=re.escape(message)):
+        load_metadata(tmp_path)
+
+
+def test_a_missing_config_json_is_named(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match=r"holds no config.json: is it a run folder"):
+        load_metadata(tmp_path)

@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import jaxmake as jm
 from jaxmake.training import (
     Batch,
     Checkpoints,
+    RunDirError,
     Task,
     TrainConfig,
     TrainingDiverged,
@@ -249,3 +251,11 @@ def test_a_metric_must_be_a_scalar(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"^the task's metric `errors` must be a scalar, got shape \(16,\)"):
         train(dataclasses.replace(TASK, loss=loss), WEIGHTS, CONFIG, tmp_path, progress="off")
+
+
+def test_resuming_with_a_damaged_history_names_the_file(straight: Run, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight.run_dir, run_dir)
+    (run_dir / "metrics.json").write_text('{"history": [1, 2]}')
+    with pytest.raises(RunDirError, match=r"metrics.json` is damaged: its 'history' is not a list of entries; delete"):
+        train(TASK, WEIGHTS, CONFIG, run_dir, resume=True, progress="off")
