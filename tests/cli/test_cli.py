@@ -343,6 +343,7 @@ def test_device_and_cross_process_failures_are_one_line(
     )
     assert main(["summary", "Vit"]) == 1  # one process: a bug
     assert capsys.readouterr().err.endswith("is a bug in jaxmake; please report it\n")
+
     def exit_now(status: int) -> None:
         raise SystemExit(status)
 
