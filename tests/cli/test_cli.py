@@ -61,6 +61,8 @@ def test_train_digits_writes_the_run_folder(tmp_path: Path, capsys: pytest.Captu
 def test_train_chars_reports_loss_against_the_unigram_baseline(chars_run: Path) -> None:
     results = json.loads((chars_run / "metrics.json").read_text())["results"]
     assert results["step"] == 6 and results["valid_loss"] > 0 and results["unigram_baseline"] > 0
+    gpt = json.loads((chars_run / "config.json").read_text())["metadata"]["config"]
+    assert gpt["vocab_multiple"] == 64  # so that `--rules tp` splits the vocabulary whatever the corpus
 
 
 def test_resume_finishes_an_interrupted_run_exactly(chars_run: Path, text_file: Path, tmp_path: Path) -> None:
@@ -362,3 +364,12 @@ def test_device_and_cross_process_failures_are_one_line(
     assert info.value.code == 2
     error = _one_error_line(capsys)
     assert "another process of the run stopped (INTERNAL: Gloo all-reduce failed: Connection closed by peer)" in error
+
+
+def test_ctrl_c_ends_with_status_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(self: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("jaxmake.cli._commands.Summary.run", interrupted)
+    assert main(["summary", "Vit"]) == 130
+    assert capsys.readouterr().err == "jaxmake: interrupted\n"
