@@ -83,17 +83,15 @@ def make_weights(
     _check_key(rng)
     check_spec(weight_params)
     if mesh is None and rules is None:
-        _check_fits(list(_leaves(weight_params)), None)
         return _program(_frozen(weight_params), None)(rng)
     if mesh is None or rules is None:
         given, missing = ("mesh", "rules") if rules is None else ("rules", "mesh")
         raise ArgumentError(f"`make_weights` takes `mesh` and `rules` together; got `{given}` but no `{missing}`")
     shardings = tuple(_leaves(weight_shardings(weight_params, mesh, rules)))
-    _check_fits(list(_leaves(weight_params)), shardings)
     return _program(_frozen(weight_params), shardings)(rng)
 
 
-def _check_fits(specs: list[WeightParams], shardings: tuple[Sharding, ...] | None) -> None:
+def _check_fits(specs: tuple[WeightParams, ...], shardings: tuple[Sharding, ...] | None) -> None:
     """Raise `WeightsError` if the arrays of `specs` (placed by `shardings`) cannot fit in their devices' memory.
 
     Each device would hold its shard of every array (the whole array without `shardings`,
@@ -187,10 +185,12 @@ def _program(tree: FrozenTree, shardings: tuple[Sharding, ...] | None) -> Callab
     """`rng -> weights` for one spec tree: one jitted program draws every array.
 
     `shardings` (one per array, in `_leaves` order) become the program's `out_shardings`;
-    `None` leaves the arrays on the default device.
+    `None` leaves the arrays on the default device. The arrays are checked to fit in the
+    devices' memory here, once per program, not on every call.
     """
     leaves = list(_leaf_paths(tree))
     specs = tuple(spec for _, spec in leaves)
+    _check_fits(specs, shardings)
     hashes, depths = _path_table([path for path, _ in leaves])
     draw = functools.partial(_draw_leaves, specs=specs, hashes=hashes, depths=depths)
     jitted = jax.jit(draw) if shardings is None else jax.jit(draw, out_shardings=shardings)

@@ -114,11 +114,16 @@ def user_error_line(error: BaseException) -> str:
         return f"{error.strerror}{where}"
     if isinstance(error, MemoryError):
         return f"out of memory{': ' if str(error) else ''}{error}; try smaller sizes (--batch-size, the model's fields)"
+    return _joined(str(error)) or type(error).__name__
+
+
+def _joined(text: str) -> str:
+    """The non-blank lines of `text` on one line: joined by `; `, or by a space after a colon."""
     pieces: list[str] = []
-    for line in (line.strip() for line in str(error).splitlines()):
+    for line in (line.strip() for line in text.splitlines()):
         if line:
             pieces += [line, " " if line.endswith(":") else "; "]
-    return "".join(pieces[:-1]) or type(error).__name__
+    return "".join(pieces[:-1])
 
 
 @contextlib.contextmanager
@@ -128,7 +133,7 @@ def _one_line_warnings() -> Iterator[None]:
     def show(
         message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
     ) -> None:
-        print(f"jaxmake: warning: {user_error_line(Exception(str(message)))}", file=sys.stderr)
+        print(f"jaxmake: warning: {_joined(str(message))}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
