@@ -1,4 +1,4 @@
-"""Strict settings for the tests and doctests: fake CPU devices, strict dtype promotion."""
+"""Strict settings for the tests and doctests: fake CPU devices, strict dtype promotion, float32 matmuls."""
 
 import os
 
@@ -16,6 +16,11 @@ import jaxmake as jm
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 # Rank promotion stays allowed: a bias `b: [d]` added to `x @ w: [T, d]` is idiomatic.
+# The numerics tests compare float32 results with NumPy references to ~1e-5: they check
+# full float32 matmuls. On a GPU the backend's default is TF32 (off by up to 1.7% there),
+# so the precision they check is stated once, here. Precision policies that ask for
+# "high" or "highest" themselves are unaffected; "default" follows this setting.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 # mypy must reject these files; they are read by tests/typing/test_typing.py, never imported.
 collect_ignore_glob = ["tests/typing/reject/*"]

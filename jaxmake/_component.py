@@ -239,8 +239,13 @@ class Component:
     ) -> Mapping[str, Array]:
         """Every output of the process that takes exactly these inputs (and gives `outputs`, if named).
 
+        Where several processes take these inputs, the one whose outputs include all the
+        others' runs: an attention's `(Input, mask) -> (Output, attn)` rather than its
+        `(Input, mask) -> (Output)`.
+
         Raises:
-            ArgumentError: no process matches, or several do and `outputs` does not choose.
+            ArgumentError: no process matches, or several do and none gives every output
+                of the others, and `outputs` does not choose.
         """
         wanted = None if outputs is None else frozenset((outputs,) if isinstance(outputs, str) else outputs)
         ports = self._find(frozenset(inputs), None, wanted)
@@ -258,8 +263,10 @@ class Component:
             and (gives is None or gives in p.outputs)
             and (outputs is None or p.outputs == outputs)
         ]
-        if len(found) > 1:
+        if len(found) > 1 and gives is not None:
             found = [p for p in found if p.outputs == {gives}] or found
+        elif len(found) > 1:
+            found = [p for p in found if all(q.outputs <= p.outputs for q in found)] or found
         if len(found) != 1:
             which = "no" if not found else "more than one"
             gives_text = (

@@ -85,8 +85,13 @@ class Config:
         return ConfigError(f"`{type(self).__name__}.{field}`={value_repr(getattr(self, field))} {rule}")
 
     def __repr__(self) -> str:
-        """`Class(field=value, ...)`, as a dataclass shows itself, huge values abbreviated (see `value_repr`)."""
-        fields = (f"{f.name}={value_repr(getattr(self, f.name))}" for f in dataclasses.fields(self) if f.repr)
+        """`Class(field=value, ...)`, as a dataclass shows itself, huge values abbreviated (see `value_repr`).
+
+        The fields come in the order of the call: positional ones first, then keyword-only
+        ones (which a base class may declare before the subclass's own).
+        """
+        ordered = sorted(dataclasses.fields(self), key=lambda f: f.kw_only is True)
+        fields = (f"{f.name}={value_repr(getattr(self, f.name))}" for f in ordered if f.repr)
         return f"{type(self).__name__}({', '.join(fields)})"
 
 

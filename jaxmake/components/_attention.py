@@ -2,38 +2,50 @@
 
 import math
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from dataclasses import KW_ONLY
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Float32
 
 import jaxmake as jm
 from jaxmake.components._fields import Size
 from jaxmake.components._linear import Linear
+from jaxmake.components._precision import Policy, PrecisionConfigs, PrecisionFields
+
+AttentionImpl: TypeAlias = Literal["auto", "einsum", "fused"]
+"""How attention without attention weights is computed (see `SelfMultiHeadAttn`)."""
 
 
 @runtime_checkable
-class SelfMultiHeadAttnConfigs(Protocol):
+class SelfMultiHeadAttnConfigs(PrecisionConfigs, Protocol):
     @property
     def n_heads(self) -> int: ...
     @property
     def dim_model(self) -> int: ...
     @property
     def dim_input(self) -> int: ...
+    @property
+    def causal(self) -> bool: ...
+    @property
+    def attention_impl(self) -> AttentionImpl: ...
 
 
 MASKED_PORTS = jm.make_ports(
     {jm.Input: Float[Array, "T dim_input"], "mask": Bool[Array, "T T"]},
-    {jm.Output: Float[Array, "T dim_model"], "attn": Float[Array, "n_heads T T"]},
+    {jm.Output: Float[Array, "T dim_model"], "attn": Float32[Array, "n_heads T T"]},
 )
 """The masked process's ports, `(Input, mask) -> (Output, attn)`.
 
 Ports compare by name, so this also finds the masked process of `TransformerLayer` and
 `TransformerEncoder`: `component.get_process(MASKED_PORTS)`.
 """
-
-_PIPELINE_PORTS = jm.make_ports({jm.Input: Float[Array, "T dim_input"]}, {jm.Output: Float[Array, "T dim_model"]})
+MASK_PORTS = jm.make_ports(
+    {jm.Input: Float[Array, "T dim_input"], "mask": Bool[Array, "T T"]}, {jm.Output: Float[Array, "T dim_model"]}
+)
+"""The ports `(Input, mask) -> (Output)`: the masked process without the attention weights,
+which a fused kernel can compute (`component(weights, x, mask=mask)` runs it)."""
 
 
 @runtime_checkable
@@ -51,7 +63,7 @@ def check_heads(config: _HeadsConfig) -> None:
         raise config.error("n_heads", f"must divide `dim_model`={config.dim_model}")
 
 
-class SelfMultiHeadAttn(jm.Config):
+class SelfMultiHeadAttn(PrecisionFields):
     """Multi-head scaled dot-product self-attention (Vaswani et al., 2017).
 
     Per example; batch with `jax.vmap`. Weights: `kqv`, a `Linear` `[dim_input, 3 * dim_model]`
@@ -69,18 +81,38 @@ class SelfMultiHeadAttn(jm.Config):
     (traffic the size of the weight, as in fully sharded data parallelism; no token's
     `q, k, v` moves).
 
-    Fixed processes:
+    Fixed processes (outputs in `dtype`; the scores and softmax in float32):
 
-    * the pipeline: `x: [T, dim_input] -> [T, dim_model]`, every position attending to all;
-    * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: `mask: [T, T]` (bool), true
-      where query `t` may attend to key `s`; `attn: [n_heads, T, T]` the attention weights,
-      exactly 0 where the mask is false. A fully masked row attends to nothing: its weights
-      and its output before `out` are all zero (never NaN, and its gradients are finite).
+    * the pipeline: `x: [T, dim_input] -> [T, dim_model]`, every position attending to all
+      (to itself and those before it if `causal`);
+    * `MASK_PORTS`, `(Input, "mask") -> (Output)`: `mask: [T, T]` (bool), true where query
+      `t` may attend to key `s` (and'ed with the causal mask if `causal`). A fully masked
+      row attends to nothing: its output before `out` is all zero (never NaN, and its
+      gradients are finite);
+    * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: the same, and `attn:
+      [n_heads, T, T]` (float32) the attention weights, exactly 0 where the mask is false
+      (all 0 in a fully masked row).
+
+    `attention_impl` chooses how the first two are computed; the weight tree is the same:
+
+    * `"einsum"`: explicitly, the scores `[n_heads, T, T]` materialised (as `MASKED_PORTS`
+      always is, since fused kernels do not return the weights);
+    * `"fused"`: `jax.nn.dot_product_attention`, with causality as `is_causal` (no
+      materialised mask), on cuDNN's fused kernel (FlashAttention-style) on a GPU when
+      `dtype` is 16-bit and `head_dim` is a multiple of 8 up to 128 (cuDNN refuses
+      float32), else its XLA implementation (explicit in float16 on a CPU, where XLA
+      cannot run that one);
+    * `"auto"`: `"fused"` where it runs on cuDNN, `"einsum"` elsewhere (on a CPU, in
+      float32). On an H200, causal bf16 attention (T 1024, 12 heads of 64, forward and
+      backward) took 0.80 ms on cuDNN against 2.0 ms explicitly.
 
     Args:
         n_heads: the number of heads; must divide `dim_model`.
         dim_model: the width of the output, and of `q`, `k` and `v`.
         dim_input: the width of the input.
+        causal: each position attends only to itself and those before it.
+        attention_impl: `"auto"`, `"einsum"` or `"fused"` (above).
+        dtype, param_dtype, matmul_precision: the precision policy (see `PrecisionFields`).
 
     Raises:
         ConfigError: a size is below 1, or `n_heads` does not divide `dim_model`.
@@ -98,36 +130,74 @@ class SelfMultiHeadAttn(jm.Config):
     n_heads: Size
     dim_model: Size
     dim_input: Size
+    _: KW_ONLY
+    causal: bool = False
+    attention_impl: AttentionImpl = "auto"
 
     def validate(self) -> None:
         check_heads(self)
 
     @classmethod
     def make(cls, config: SelfMultiHeadAttnConfigs) -> jm.Component:
+        policy = Policy(config)
         c = jm.make_children(
-            kqv=Linear(config.dim_input, 3 * config.dim_model, axes=("embed", "heads")),
-            out=Linear(config.dim_model, config.dim_model, axes=("heads", "embed")),
+            kqv=Linear(config.dim_input, 3 * config.dim_model, axes=("embed", "heads"), **policy.fields),
+            out=Linear(config.dim_model, config.dim_model, axes=("heads", "embed"), **policy.fields),
         )
-        n_heads = config.n_heads
+        n_heads, causal = config.n_heads, config.causal
+        fused = _fused_implementation(config.attention_impl, policy, config.dim_model // n_heads)
 
-        def attend(weights: jm.Weights, x: Array, mask: Array | None) -> tuple[Array, Array]:
-            heads, attn = _multi_head(*_project_kqv(c.kqv.weights(weights), x, n_heads), mask)
+        def explicit(weights: jm.Weights, x: Array, mask: Array | None) -> tuple[Array, Array]:
+            q, k, v = _project_kqv(c.kqv.weights(weights), x, n_heads, policy)
+            heads, attn = _multi_head(q, k, v, _with_causal(mask, causal, x.shape[0]), policy)
             return c.out(weights, heads), attn
 
+        def attend(weights: jm.Weights, x: Array, mask: Array | None) -> Array:
+            if fused is None:
+                return explicit(weights, x, mask)[0]
+            q, k, v = _project_kqv(c.kqv.weights(weights), x, n_heads, policy)
+            return c.out(weights, _fused_multi_head(q, k, v, mask, causal, fused))
+
         def pipeline(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
-            return {jm.Output: attend(weights, inputs[jm.Input], None)[0]}
+            return {jm.Output: attend(weights, inputs[jm.Input], None)}
 
         def masked(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
-            y, attn = attend(weights, inputs[jm.Input], inputs["mask"])
+            return {jm.Output: attend(weights, inputs[jm.Input], inputs["mask"])}
+
+        def with_weights(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+            y, attn = explicit(weights, inputs[jm.Input], inputs["mask"])
             return {jm.Output: y, "attn": attn}
 
-        return jm.Component(c.weight_params, {_PIPELINE_PORTS: pipeline, MASKED_PORTS: masked}, dims=config)
+        processes = {
+            policy.pipeline_ports(Float[Array, "T dim_input"], "T dim_model"): pipeline,
+            attention_ports(policy, "T dim_input", attn_dims=None): masked,
+            attention_ports(policy, "T dim_input", attn_dims="n_heads T T"): with_weights,
+        }
+        return jm.Component(c.weight_params, processes, dims=config)
+
+
+def attention_ports(policy: Policy, x_dims: str, attn_dims: str | None) -> jm.ProcessPorts:
+    """`MASK_PORTS` (`attn_dims=None`), or `MASKED_PORTS` with `attn` of the dims `attn_dims`:
+    the input `x_dims`, the `Output` `[T, dim_model]` in the policy's compute dtype (the
+    masked ports of every attention block)."""
+    outputs = {jm.Output: policy.floats[Array, "T dim_model"]}
+    if attn_dims is not None:
+        outputs["attn"] = Float32[Array, attn_dims]
+    return jm.make_ports({jm.Input: Float[Array, x_dims], "mask": Bool[Array, "T T"]}, outputs)
+
+
+def _fused_implementation(choice: AttentionImpl, policy: Policy, head_dim: int) -> Literal["xla", "cudnn"] | None:
+    """The `implementation` of `jax.nn.dot_product_attention` that `choice` picks, or `None` for einsum."""
+    on_cudnn = jax.default_backend() == "gpu" and policy.is_half and head_dim % 8 == 0 and head_dim <= 128
+    if choice == "einsum" or (choice == "auto" and not on_cudnn) or policy.cpu_cannot_accumulate_in_float32:
+        return None
+    return "cudnn" if on_cudnn else "xla"
 
 
 def _project_kqv(
-    weights: jm.Weights, x: Float[Array, "T dim_input"], n_heads: int
+    weights: jm.Weights, x: Float[Array, "T dim_input"], n_heads: int, policy: Policy
 ) -> tuple[Float[Array, "T n_heads head_dim"], Float[Array, "T n_heads head_dim"], Float[Array, "T n_heads head_dim"]]:
-    """The `kqv` `Linear`, `x @ w + b`, split into the heads of `q`, `k` and `v`.
+    """The `kqv` `Linear`, `x @ w + b`, split into the heads of `q`, `k` and `v` (in the compute dtype).
 
     `w: [dim_input, 3 * dim_model]` is viewed as `[dim_input, 3, n_heads, head_dim]` before
     the product rather than the product split after it: the same sums, but when `heads` is
@@ -140,8 +210,17 @@ def _project_kqv(
     w: Array = weights["w"]
     b: Array = weights["b"]
     head_dim = w.shape[1] // (3 * n_heads)
-    projected = jnp.einsum("ti,isnh->stnh", x, w.reshape(-1, 3, n_heads, head_dim)) + b.reshape(3, 1, n_heads, head_dim)
+    projected = policy.einsum("ti,isnh->stnh", x, w.reshape(-1, 3, n_heads, head_dim))
+    projected = projected + policy.cast(b).reshape(3, 1, n_heads, head_dim)
     return projected[0], projected[1], projected[2]
+
+
+def _with_causal(mask: Bool[Array, "T T"] | None, causal: bool, length: int) -> Bool[Array, "T T"] | None:
+    """`mask`, and'ed with the causal mask (query `t` attends to keys `s <= t`) if `causal`."""
+    if not causal:
+        return mask
+    lower = jnp.tri(length, dtype=jnp.bool_)
+    return lower if mask is None else lower & mask.astype(bool)
 
 
 def _multi_head(
@@ -149,18 +228,47 @@ def _multi_head(
     k: Float[Array, "T n_heads head_dim"],
     v: Float[Array, "T n_heads head_dim"],
     mask: Bool[Array, "T T"] | None,
-) -> tuple[Float[Array, "T dim_model"], Float[Array, "n_heads T T"]]:
-    """Each head's attention; the heads' outputs concatenated in order, and the weights."""
+    policy: Policy,
+) -> tuple[Float[Array, "T dim_model"], Float32[Array, "n_heads T T"]]:
+    """Each head's attention, explicitly; the heads' outputs concatenated in order, and the weights.
+
+    The scores are accumulated in float32 and the softmax taken in float32; the weights
+    are cast to the compute dtype for the product with `v`.
+    """
     length, n_heads, head_dim = q.shape
-    scores = jnp.einsum("qhd,khd->hqk", q / math.sqrt(head_dim), k)
+    scores = policy.einsum("qhd,khd->hqk", q / math.sqrt(head_dim), k, float32_result=True)
     attn = _softmax_over_keys(scores, mask)
-    heads = jnp.einsum("hqk,khd->qhd", attn, v)
+    heads = policy.einsum("hqk,khd->qhd", attn, v)
     return heads.reshape(length, n_heads * head_dim), attn
 
 
+def _fused_multi_head(
+    q: Float[Array, "T n_heads head_dim"],
+    k: Float[Array, "T n_heads head_dim"],
+    v: Float[Array, "T n_heads head_dim"],
+    mask: Bool[Array, "T T"] | None,
+    causal: bool,
+    implementation: Literal["xla", "cudnn"],
+) -> Float[Array, "T dim_model"]:
+    """Each head's attention by `jax.nn.dot_product_attention`; the heads concatenated in order.
+
+    Causality goes to the kernel as `is_causal` (cuDNN then skips the masked blocks). A
+    fully masked row is zeroed afterwards, as the explicit path returns it (the kernels
+    would spread it over every key).
+    """
+    length, n_heads, head_dim = q.shape
+    allowed = None if mask is None else mask.astype(bool)[None]  # one mask for every head: [1, T, T]
+    with jax.numpy_dtype_promotion("standard"):  # its XLA form mixes dtypes, which strict promotion refuses
+        heads = jax.nn.dot_product_attention(q, k, v, mask=allowed, is_causal=causal, implementation=implementation)
+    if mask is not None:
+        visible = mask.astype(bool) & jnp.tri(length, dtype=jnp.bool_) if causal else mask.astype(bool)
+        heads = jnp.where(visible.any(axis=-1)[:, None, None], heads, jnp.zeros((), heads.dtype))
+    return heads.reshape(length, n_heads * head_dim)
+
+
 def _softmax_over_keys(
-    scores: Float[Array, "n_heads T T"], mask: Bool[Array, "T T"] | None
-) -> Float[Array, "n_heads T T"]:
+    scores: Float32[Array, "n_heads T T"], mask: Bool[Array, "T T"] | None
+) -> Float32[Array, "n_heads T T"]:
     """Softmax over the last axis, exactly 0 where `mask` is false or 0 (a fully masked row is all 0).
 
     A fully masked row is first given every key (a finite softmax, so finite gradients,

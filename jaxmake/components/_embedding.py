@@ -3,14 +3,15 @@
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Float32, Int
 
 import jaxmake as jm
 from jaxmake.components._fields import InitScale, Size
+from jaxmake.components._precision import Policy, PrecisionConfigs, PrecisionFields
 
 
 @runtime_checkable
-class EmbeddingsConfigs(Protocol):
+class EmbeddingsConfigs(PrecisionConfigs, Protocol):
     @property
     def dict_size(self) -> int: ...
     @property
@@ -20,28 +21,29 @@ class EmbeddingsConfigs(Protocol):
 
 
 LOGITS_PORTS = jm.make_ports(
-    {"embedding": Float[Array, "*batch dim_model"]}, {"logits": Float[Array, "*batch dict_size"]}
+    {"embedding": Float[Array, "*batch dim_model"]}, {"logits": Float32[Array, "*batch dict_size"]}
 )
-"""The ports of `Embeddings`' second process: vectors -> one logit per table entry."""
-_LOOKUP_PORTS = jm.make_ports({jm.Input: Int[Array, "*batch"]}, {jm.Output: Float[Array, "*batch dim_model"]})
+"""The ports of `Embeddings`' second process: vectors -> one logit per table entry (float32)."""
 
 
-class Embeddings(jm.Config):
+class Embeddings(PrecisionFields):
     """A learned table `dict: [dict_size, dim_model]`.
 
     Per example; batch with `jax.vmap`. Fixed processes:
 
-    * the pipeline: integer ids `[*batch] -> [*batch, dim_model]` (ids outside
+    * the pipeline: integer ids `[*batch] -> [*batch, dim_model]` in `dtype` (ids outside
       `[0, dict_size)` are clamped, as jax indexing does);
     * `LOGITS_PORTS`, `("embedding",) -> ("logits",)`: `[*batch, dim_model] ->
-      [*batch, dict_size]`, the dot product with every entry (a tied output layer).
+      [*batch, dict_size]`, the dot product with every entry (a tied output layer),
+      computed in `dtype` and accumulated and returned in float32.
 
-    Weights: `dict` (init `"embedding"`: std `dict_init_scale / sqrt(dim_model)`).
+    Weights: `dict` (init `"embedding"`: std `dict_init_scale / sqrt(dim_model)`), in `param_dtype`.
 
     Args:
         dict_size: the number of entries.
         dim_model: the width of each vector.
         dict_init_scale: scales the initial table, in (0, 100].
+        dtype, param_dtype, matmul_precision: the precision policy (see `PrecisionFields`).
 
     Example:
         >>> embeddings = Embeddings.make(Embeddings(5, 12))
@@ -55,12 +57,15 @@ class Embeddings(jm.Config):
 
     @classmethod
     def make(cls, config: EmbeddingsConfigs) -> jm.Component:
+        policy = Policy(config)
+
         def lookup(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
-            return {jm.Output: weights["dict"][inputs[jm.Input]]}
+            return {jm.Output: policy.cast(weights["dict"][inputs[jm.Input]])}
 
         def logits(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
-            return {"logits": inputs["embedding"] @ weights["dict"].T}
+            return {"logits": policy.einsum("...d,vd->...v", inputs["embedding"], weights["dict"], float32_result=True)}
 
         table = (config.dict_size, config.dim_model)
-        spec = jm.WeightParams(table, init="embedding", scale=config.dict_init_scale, axes=("vocab", "embed"))
-        return jm.Component({"dict": spec}, {_LOOKUP_PORTS: lookup, LOGITS_PORTS: logits}, dims=config)
+        spec = policy.weight(table, init="embedding", scale=config.dict_init_scale, axes=("vocab", "embed"))
+        lookup_ports = policy.pipeline_ports(Int[Array, "*batch"], "*batch dim_model")
+        return jm.Component({"dict": spec}, {lookup_ports: lookup, LOGITS_PORTS: logits}, dims=config)

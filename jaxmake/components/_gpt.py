@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float32, Int
 
 import jaxmake as jm
 from jaxmake.components._embedding import Embeddings
@@ -16,12 +16,13 @@ from jaxmake.components._fields import Activation, InitScale, Size
 from jaxmake.components._functional import softmax_cross_entropy
 from jaxmake.components._linear import Linear
 from jaxmake.components._positional import PositionalEncoding
+from jaxmake.components._precision import Policy
 from jaxmake.components._transformer import TransformerEncoder, TransformerEncoderConfigs, TransformerEncoderFields
 
-LOSS_PORTS = jm.make_ports({jm.Input: Int[Array, "T"], "targets": Int[Array, "T"]}, {"loss": Float[Array, ""]})
-"""The ports of `Gpt`'s training process: tokens and next tokens -> mean cross-entropy."""
+LOSS_PORTS = jm.make_ports({jm.Input: Int[Array, "T"], "targets": Int[Array, "T"]}, {"loss": Float32[Array, ""]})
+"""The ports of `Gpt`'s training process: tokens and next tokens -> mean cross-entropy (float32)."""
 
-_PIPELINE_PORTS = jm.make_ports({jm.Input: Int[Array, "T"]}, {jm.Output: Float[Array, "T vocab_size"]})
+_PIPELINE_PORTS = jm.make_ports({jm.Input: Int[Array, "T"]}, {jm.Output: Float32[Array, "T vocab_size"]})
 
 
 @runtime_checkable
@@ -43,12 +44,14 @@ class Gpt(TransformerEncoderFields):
 
     Per example; batch with `jax.vmap`. Token embedding, learned positions added
     (`PositionalEncoding`, dynamic length), a causal pre-norm `TransformerEncoder` (whose
-    last step is the final LayerNorm), and an untied linear head. Processes (random iff
+    last step is the final LayerNorm; its attention causal through `is_causal` when fused,
+    with no `[T, T]` mask), and an untied linear head. Processes (random iff
     `dropout_keep_rate < 1`; `rng=None` evaluates without dropout):
 
-    * the pipeline: tokens `Int[T] -> logits [T, vocab_size]`, for any `T <= n_ctx`;
+    * the pipeline: tokens `Int[T] -> logits [T, vocab_size]` (float32: the head's
+      product is accumulated in float32 whatever `dtype`), for any `T <= n_ctx`;
     * `LOSS_PORTS`, `(Input, "targets") -> ("loss",)`: the mean next-token cross-entropy
-      of `targets [T]` (the tokens shifted by one) under the logits.
+      of `targets [T]` (the tokens shifted by one) under the logits, in float32.
 
     Weights: `embedding` (`dict: [V, dim_model]`), `positional_encoding`, `encoder`,
     `lm_head` (`w: [dim_model, V]` with the logical axes `("embed", "vocab")`, `b: [V]`),
@@ -69,9 +72,10 @@ class Gpt(TransformerEncoderFields):
         dict_init_scale: scales the token embeddings, in (0, 100].
         pos_init_scale: scales the position table, in (0, 100].
         n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation, n_tfe_layers,
-            universal, scan_layers: see `TransformerEncoderFields` (here with defaults).
+            universal, scan_layers, scan_unroll, remat, attention_impl, dtype, param_dtype,
+            matmul_precision: see `TransformerEncoderFields` (here with defaults).
 
-    Every field is keyword-only.
+    Every field is keyword-only. `causal` is not a field: a `Gpt` is causal.
 
     Example:
         >>> gpt = Gpt.make(Gpt(vocab_size=11, n_ctx=8, n_tfe_layers=1, dim_model=8, n_heads=2, mlp_n_hidden=(16,)))
@@ -92,23 +96,30 @@ class Gpt(TransformerEncoderFields):
     dict_init_scale: InitScale = 1.0
     pos_init_scale: InitScale = 0.02
 
+    @property
+    def causal(self) -> bool:
+        """Always true: each token is predicted from those before it."""
+        return True
+
     @classmethod
     def make(cls, config: GptConfigs) -> jm.Component:
-        dim, vocab = config.dim_model, config.vocab_size
+        dim, vocab, policy = config.dim_model, config.vocab_size, Policy(config)
         padded = -(-vocab // config.vocab_multiple) * config.vocab_multiple
         c = jm.make_children(
-            embedding=Embeddings(padded, dim, config.dict_init_scale),
+            embedding=Embeddings(padded, dim, config.dict_init_scale, **policy.fields),
             positional_encoding=PositionalEncoding(
-                config.n_ctx, dim, "sum", config.pos_init_scale, dynamic_length=True
+                config.n_ctx, dim, "sum", config.pos_init_scale, dynamic_length=True, **policy.fields
             ),
             encoder=lambda: TransformerEncoder.make(config),
-            lm_head=Linear(dim, padded, init_scale=0.1, axes=("embed", "vocab")),
+            lm_head=Linear(dim, padded, init_scale=0.1, axes=("embed", "vocab"), **policy.fields),
         )
 
         def logits(weights: jm.Weights, tokens: Array, rng: Array | None) -> Array:
-            x = c.positional_encoding(weights, c.embedding(weights, tokens))
-            causal = jnp.tril(jnp.ones((tokens.shape[0], tokens.shape[0]), jnp.bool_))
-            return c.lm_head(weights, c.encoder(weights, x, rng, mask=causal))[:, :vocab]
+            x = c.encoder(weights, c.positional_encoding(weights, c.embedding(weights, tokens)), rng)
+            head = c.lm_head.weights(weights)  # the head's product accumulated in float32, not rounded to `dtype`
+            y = policy.einsum("td,dv->tv", x, head["w"], float32_result=True) + head["b"].astype(jnp.float32)
+            sliced: Array = y[:, :vocab]
+            return sliced
 
         def pipeline(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
             return {jm.Output: logits(weights, inputs[jm.Input], rng)}

@@ -11,6 +11,7 @@ from jaxmake.components._dropout import Dropout
 from jaxmake.components._fields import Activation, Eps, InitScale, KeepRate, Size
 from jaxmake.components._functional import activation
 from jaxmake.components._norm import LayerNorm
+from jaxmake.components._precision import Policy, PrecisionConfigs, PrecisionFields
 
 LinearAxes: TypeAlias = tuple[str | None, str | None]
 """The logical axis names of a `Linear`'s `w`, `(input, output)`; its `b` takes the output's."""
@@ -22,7 +23,7 @@ _ROW_PARALLEL: LinearAxes = ("mlp", "embed")
 
 
 @runtime_checkable
-class LinearConfigs(Protocol):
+class LinearConfigs(PrecisionConfigs, Protocol):
     @property
     def n_in(self) -> int: ...
     @property
@@ -33,11 +34,12 @@ class LinearConfigs(Protocol):
     def axes(self) -> LinearAxes: ...
 
 
-class Linear(jm.Config):
+class Linear(PrecisionFields):
     """An affine map `x @ w + b`.
 
-    Per example; batch with `jax.vmap`. Pipeline (fixed): `[*batch, n_in] -> [*batch, n_out]`.
-    Weights: `w: [n_in, n_out]` (kaiming, times `init_scale`) with the logical axes `axes`,
+    Per example; batch with `jax.vmap`. Pipeline (fixed): `[*batch, n_in] -> [*batch, n_out]`,
+    computed and returned in `dtype` (any float input is cast). Weights, in `param_dtype`:
+    `w: [n_in, n_out]` (kaiming, times `init_scale`) with the logical axes `axes`,
     `b: [n_out]` (zeros) with the logical axis `axes[1]`.
 
     Args:
@@ -48,6 +50,7 @@ class Linear(jm.Config):
             `("embed", "mlp")`, suits a layer out of the model width ("column parallel");
             a layer back into it takes `("mlp", "embed")` ("row parallel"), so that under
             tensor parallelism the pair needs one all-reduce (Shoeybi et al., 2019).
+        dtype, param_dtype, matmul_precision: the precision policy (see `PrecisionFields`).
 
     Example:
         >>> linear = Linear.make(Linear(16, 12))
@@ -64,18 +67,21 @@ class Linear(jm.Config):
 
     @classmethod
     def make(cls, config: LinearConfigs) -> jm.Component:
+        policy = Policy(config)
+
         def affine(weights: dict[str, Array], x: Float[Array, "*batch n_in"]) -> Float[Array, "*batch n_out"]:
-            return x @ weights["w"] + weights["b"]
+            return policy.matmul(x, weights["w"]) + policy.cast(weights["b"])
 
         weight_params = {
-            "w": jm.WeightParams((config.n_in, config.n_out), scale=config.init_scale, axes=config.axes),
-            "b": jm.WeightParams((config.n_out,), init="zeros", axes=config.axes[1:]),
+            "w": policy.weight((config.n_in, config.n_out), scale=config.init_scale, axes=config.axes),
+            "b": policy.weight((config.n_out,), init="zeros", axes=config.axes[1:]),
         }
-        return jm.Component.from_pipeline(weight_params, affine, dims=config)
+        ports = policy.pipeline_ports(Float[Array, "*batch n_in"], "*batch n_out")
+        return jm.Component.from_pipeline(weight_params, affine, ports, dims=config)
 
 
 @runtime_checkable
-class MlpConfigs(Protocol):
+class MlpConfigs(PrecisionConfigs, Protocol):
     @property
     def n_in(self) -> int: ...
     @property
@@ -89,7 +95,7 @@ class MlpConfigs(Protocol):
 
 
 @runtime_checkable
-class InnerMlpConfigs(Protocol):
+class InnerMlpConfigs(PrecisionConfigs, Protocol):
     """The fields of an `Mlp` inside a bigger block: a transformer layer's, or `Patches`'."""
 
     @property
@@ -106,7 +112,7 @@ class MlpLayerNormConfigs(MlpConfigs, Protocol):
     def eps(self) -> float: ...
 
 
-class Mlp(jm.Config):
+class Mlp(PrecisionFields):
     """A multi-layer perceptron: `Linear` layers with an activation and dropout between them.
 
     Per example; batch with `jax.vmap`. Pipeline: `[*batch, n_in] -> [*batch, n_out]`;
@@ -122,6 +128,8 @@ class Mlp(jm.Config):
         n_out: output features.
         activation: applied after every layer but the last.
         dropout_keep_rate: dropout after every activation, in (0, 1].
+        dtype, param_dtype, matmul_precision: the precision policy of every layer (see
+            `PrecisionFields`); the output is in `dtype`.
 
     Example:
         >>> mlp = Mlp.make(Mlp(12, (24,), 12))
@@ -140,7 +148,7 @@ class Mlp(jm.Config):
         return _perceptron(config, norm_eps=None)
 
 
-class MlpLayerNorm(jm.Config):
+class MlpLayerNorm(PrecisionFields):
     """`Mlp` with a `LayerNorm` after every hidden layer, before its activation.
 
     Per example; batch with `jax.vmap`. Pipeline: `[*batch, n_in] -> [*batch, n_out]`.
@@ -148,7 +156,8 @@ class MlpLayerNorm(jm.Config):
     `norm_0 .. norm_{k-1}` (`LayerNorm`).
 
     Args:
-        n_in, n_hidden, n_out, activation, dropout_keep_rate: as for `Mlp`.
+        n_in, n_hidden, n_out, activation, dropout_keep_rate, dtype, param_dtype,
+            matmul_precision: as for `Mlp`.
         eps: the `LayerNorm` epsilon, in [1e-12, 1].
 
     Example:
@@ -171,12 +180,12 @@ class MlpLayerNorm(jm.Config):
 
 def _perceptron(config: MlpConfigs, norm_eps: float | None) -> jm.Component:
     """The layers of an `Mlp`, with a `LayerNorm` after each hidden one when `norm_eps` is set."""
-    n_layers = len(config.n_hidden) + 1
+    n_layers, policy = len(config.n_hidden) + 1, Policy(config)
     makers: dict[str, jm.Maker] = {}
     for i, (n_in, n_out) in enumerate(pairwise((config.n_in, *config.n_hidden, config.n_out))):
-        makers[f"layer_{i}"] = Linear(n_in, n_out, axes=(_COLUMN_PARALLEL, _ROW_PARALLEL)[i % 2])
+        makers[f"layer_{i}"] = Linear(n_in, n_out, axes=(_COLUMN_PARALLEL, _ROW_PARALLEL)[i % 2], **policy.fields)
         if norm_eps is not None and i < n_layers - 1:
-            makers[f"norm_{i}"] = LayerNorm(n_out, norm_eps)
+            makers[f"norm_{i}"] = LayerNorm(n_out, norm_eps, **policy.fields)
     c = jm.make_children(**makers)
     with jm.scope("dropout"):  # no weights, so no key in the tree: the seed's `Mlp` has none
         dropout = Dropout.make(config)
@@ -192,4 +201,6 @@ def _perceptron(config: MlpConfigs, norm_eps: float | None) -> jm.Component:
                 x = dropout({}, act(x), None if rng is None else jr.fold_in(rng, i))
         return x
 
-    return jm.Component.from_pipeline(c.weight_params, perceptron, fixed=config.dropout_keep_rate == 1.0, dims=config)
+    ports = policy.pipeline_ports(Float[Array, "*batch n_in"], "*batch n_out")
+    fixed = config.dropout_keep_rate == 1.0
+    return jm.Component.from_pipeline(c.weight_params, perceptron, ports, fixed=fixed, dims=config)

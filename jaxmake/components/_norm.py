@@ -9,10 +9,11 @@ from jaxtyping import Array, Float
 
 import jaxmake as jm
 from jaxmake.components._fields import Eps, Size
+from jaxmake.components._precision import Policy, PrecisionConfigs, PrecisionFields
 
 
 @runtime_checkable
-class NormConfigs(Protocol):
+class NormConfigs(PrecisionConfigs, Protocol):
     @property
     def dim_model(self) -> int: ...
     @property
@@ -23,16 +24,19 @@ _Features = Float[Array, "*batch dim_model"]
 """The input and output of a norm: features on the last axis."""
 
 
-class LayerNorm(jm.Config):
+class LayerNorm(PrecisionFields):
     """Layer normalisation with a per-feature scale `a` and shift `b` (Ba et al., 2016).
 
     Per example; batch with `jax.vmap`. Pipeline (fixed): `[*batch, dim_model] ->
     [*batch, dim_model]`, `(x - mean) * (a * rsqrt(var + eps)) + b` over the last axis
     (the scale folded into the reciprocal square root compiles faster in deep models).
+    The statistics and the normalisation run in float32 whatever the policy; the output
+    is in `dtype`.
 
     Args:
         dim_model: the number of features.
         eps: added to the variance, in [1e-12, 1].
+        dtype, param_dtype, matmul_precision: the precision policy (see `PrecisionFields`).
 
     Example:
         >>> norm = LayerNorm.make(LayerNorm(12))
@@ -47,20 +51,22 @@ class LayerNorm(jm.Config):
     @classmethod
     def make(cls, config: NormConfigs) -> jm.Component:
         def layer_norm(weights: dict[str, Array], x: _Features) -> _Features:
-            return _rescaled(weights, x - x.mean(axis=-1, keepdims=True), config.eps) + weights["b"]
+            return _rescaled(weights, x - x.mean(axis=-1, keepdims=True), config.eps) + weights["b"].astype(x.dtype)
 
         return _norm(config, layer_norm, shift=True)
 
 
-class RMSNorm(jm.Config):
+class RMSNorm(PrecisionFields):
     """Root-mean-square normalisation with a per-feature scale `a` (Zhang and Sennrich, 2019).
 
     Per example; batch with `jax.vmap`. Pipeline (fixed): `[*batch, dim_model] ->
-    [*batch, dim_model]`, `x * (a * rsqrt(mean(x**2) + eps))` over the last axis.
+    [*batch, dim_model]`, `x * (a * rsqrt(mean(x**2) + eps))` over the last axis, in
+    float32 whatever the policy; the output is in `dtype`.
 
     Args:
         dim_model: the number of features.
         eps: added to the mean square, in [1e-12, 1].
+        dtype, param_dtype, matmul_precision: the precision policy (see `PrecisionFields`).
 
     Example:
         >>> norm = RMSNorm.make(RMSNorm(12))
@@ -82,12 +88,22 @@ class RMSNorm(jm.Config):
 def _rescaled(weights: dict[str, Array], x: _Features, eps: float) -> _Features:
     """`x * (a * rsqrt(mean(x**2) + eps))` over the last axis; the scale folded into the
     reciprocal square root compiles faster in deep models than `x * rsqrt(...) * a`."""
-    return x * (weights["a"] * jax.lax.rsqrt(jnp.square(x).mean(axis=-1, keepdims=True) + eps))
+    scale = weights["a"].astype(x.dtype) * jax.lax.rsqrt(jnp.square(x).mean(axis=-1, keepdims=True) + eps)
+    return x * scale
 
 
 def _norm(config: NormConfigs, normalise: Callable[[dict[str, Array], Array], Array], shift: bool) -> jm.Component:
-    """The norm component: a per-feature scale `a` (ones) and, with `shift`, a shift `b` (zeros)."""
-    spec = {"a": jm.WeightParams((config.dim_model,), init="ones", axes=("embed",))}
+    """The norm component: a per-feature scale `a` (ones) and, with `shift`, a shift `b` (zeros).
+
+    `normalise` is given the input in float32 and its result is cast to the compute dtype.
+    """
+    policy = Policy(config)
+    spec = {"a": policy.weight((config.dim_model,), init="ones", axes=("embed",))}
     if shift:
-        spec["b"] = jm.WeightParams((config.dim_model,), init="zeros", axes=("embed",))
-    return jm.Component.from_pipeline(spec, normalise, dims=config)
+        spec["b"] = policy.weight((config.dim_model,), init="zeros", axes=("embed",))
+
+    def pipeline(weights: dict[str, Array], x: _Features) -> _Features:
+        return policy.cast(normalise(weights, x.astype(jnp.float32)))
+
+    ports = policy.pipeline_ports(_Features, "*batch dim_model")
+    return jm.Component.from_pipeline(spec, pipeline, ports, dims=config)

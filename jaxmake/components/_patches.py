@@ -8,6 +8,7 @@ from jaxtyping import Array, Float
 import jaxmake as jm
 from jaxmake.components._fields import Activation, KeepRate, Size
 from jaxmake.components._linear import InnerMlpConfigs, Mlp
+from jaxmake.components._precision import Policy, PrecisionFields
 
 
 @runtime_checkable
@@ -27,13 +28,15 @@ class PatchesConfigs(InnerMlpConfigs, Protocol):
 
 
 _IMAGE = Float[Array, "h w ch"]
-_TOKENS = Float[Array, "n_patches dim_out"]
-_PIPELINE_PORTS = jm.make_ports({jm.Input: _IMAGE}, {jm.Output: _TOKENS})
-PATCHES_PORTS = jm.make_ports({jm.Input: _IMAGE}, {jm.Output: _TOKENS, "patches": Float[Array, "n_patches patch_size"]})
-"""The ports of `Patches`' second process: the image -> the tokens and the raw patches."""
+_RAW = Float[Array, "n_patches patch_size"]
+PATCHES_PORTS = jm.make_ports({jm.Input: _IMAGE}, {jm.Output: Float[Array, "n_patches dim_out"], "patches": _RAW})
+"""The ports of `Patches`' second process: the image -> the tokens and the raw patches.
+
+Ports compare by name: this finds the process whatever the precision (the component's own
+ports annotate the tokens with its compute dtype)."""
 
 
-class Patches(jm.Config):
+class Patches(PrecisionFields):
     """An image cut, channel by channel, into a grid of patches, each patch through an `Mlp`.
 
     Per example; batch with `jax.vmap`. The image `[h, w, ch]` is cut into
@@ -46,9 +49,9 @@ class Patches(jm.Config):
 
     Processes, random when `dropout_keep_rate < 1` (else fixed):
 
-    * the pipeline: `[h, w, ch] -> [n_patches, dim_out]`, the `Mlp` of every patch;
+    * the pipeline: `[h, w, ch] -> [n_patches, dim_out]`, the `Mlp` of every patch, in `dtype`;
     * `PATCHES_PORTS`, `(Input) -> (Output, "patches")`: the same tokens, and the raw
-      patches `[n_patches, patch_size]`.
+      patches `[n_patches, patch_size]` (in the image's dtype).
 
     Weights: `mlp`, an `Mlp(patch_size, mlp_n_hidden, dim_out)`.
 
@@ -62,6 +65,7 @@ class Patches(jm.Config):
         mlp_n_hidden: the hidden widths of the `Mlp`, e.g. `(12,)`.
         mlp_activation: the `Mlp`'s activation.
         dropout_keep_rate: the `Mlp`'s dropout keep rate, in (0, 1].
+        dtype, param_dtype, matmul_precision: the precision policy (see `PrecisionFields`).
 
     Raises:
         ConfigError: `n_sections_h` does not divide `h`, or `n_sections_w` does not divide `w`.
@@ -91,10 +95,16 @@ class Patches(jm.Config):
     @classmethod
     def make(cls, config: PatchesConfigs) -> jm.Component:
         n_h, n_w = config.n_sections_h, config.n_sections_w
-        patch_size = (config.h // n_h) * (config.w // n_w)
-        c = jm.make_children(
-            mlp=Mlp(patch_size, config.mlp_n_hidden, config.dim_out, config.mlp_activation, config.dropout_keep_rate)
+        patch_size, policy = (config.h // n_h) * (config.w // n_w), Policy(config)
+        mlp = Mlp(
+            patch_size,
+            config.mlp_n_hidden,
+            config.dim_out,
+            config.mlp_activation,
+            config.dropout_keep_rate,
+            **policy.fields,
         )
+        c = jm.make_children(mlp=mlp)
 
         def tokens_and_patches(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
             patches = cut_patches(inputs[jm.Input], n_h, n_w)
@@ -103,7 +113,11 @@ class Patches(jm.Config):
         def tokens(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
             return {jm.Output: tokens_and_patches(weights, inputs, rng)[jm.Output]}
 
-        processes = {_PIPELINE_PORTS: tokens, PATCHES_PORTS: tokens_and_patches}
+        tokens_port = {jm.Output: policy.floats[Array, "n_patches dim_out"]}
+        processes = {
+            jm.make_ports({jm.Input: _IMAGE}, tokens_port): tokens,
+            jm.make_ports({jm.Input: _IMAGE}, {**tokens_port, "patches": _RAW}): tokens_and_patches,
+        }
         sizes = {"n_patches": n_h * n_w * config.ch, "patch_size": patch_size}
         fixed = config.dropout_keep_rate == 1.0
         return jm.Component(c.weight_params, processes, fixed=fixed, dims=[config, sizes])

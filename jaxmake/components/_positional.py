@@ -17,6 +17,7 @@ from jaxtyping import Array, Float
 
 import jaxmake as jm
 from jaxmake.components._fields import InitScale, Size
+from jaxmake.components._precision import Policy, PrecisionConfigs, PrecisionFields
 
 PositionalEncodeStrategy: TypeAlias = Literal["sum", "dot", "sinusoidal"]
 """How `PositionalEncoding` encodes positions: a learned table added (`"sum"`) or
@@ -26,7 +27,7 @@ TensorPositionalEncodeStrategy: TypeAlias = Literal["dot", "sum", "naive_sum"]
 
 
 @runtime_checkable
-class PositionalEncodingConfigs(Protocol):
+class PositionalEncodingConfigs(PrecisionConfigs, Protocol):
     @property
     def max_input_length(self) -> int: ...
     @property
@@ -40,7 +41,7 @@ class PositionalEncodingConfigs(Protocol):
 
 
 @runtime_checkable
-class TensorPositionalEncodingConfigs(Protocol):
+class TensorPositionalEncodingConfigs(PrecisionConfigs, Protocol):
     @property
     def input_shape(self) -> tuple[int, ...]: ...
     @property
@@ -55,7 +56,7 @@ class TensorPositionalEncodingConfigs(Protocol):
     def init_scale(self) -> float: ...
 
 
-class PositionalEncoding(jm.Config):
+class PositionalEncoding(PrecisionFields):
     """Position information for a sequence `[T, dim_encoding]`, learned or sinusoidal.
 
     Per example; batch with `jax.vmap`. Pipeline (fixed): `[T, dim_encoding] ->
@@ -70,8 +71,10 @@ class PositionalEncoding(jm.Config):
     `dynamic_length=True` any `T <= max_input_length`, encoded by the first `T` positions
     (the component declares the limit, so `component.checked()` rejects a longer input).
 
+    The input is cast to `dtype`, the output is in it.
+
     Weights: `encoding_dim_0: [dim_encoding, max_input_length]` (init `"normal"`, std
-    `init_scale`), none for `"sinusoidal"`.
+    `init_scale`) in `param_dtype`, none for `"sinusoidal"`.
 
     Args:
         max_input_length: the number of positions (the most, if `dynamic_length`).
@@ -79,6 +82,7 @@ class PositionalEncoding(jm.Config):
         positional_encode_strategy: `"sum"`, `"dot"` or `"sinusoidal"`.
         init_scale: the std of the initial table, in (0, 100]; unused by `"sinusoidal"`.
         dynamic_length: whether shorter inputs are accepted.
+        dtype, param_dtype, matmul_precision: the precision policy (see `PrecisionFields`).
 
     Example:
         >>> encoding = PositionalEncoding.make(PositionalEncoding(max_input_length=1, dim_encoding=12))
@@ -96,25 +100,25 @@ class PositionalEncoding(jm.Config):
     @classmethod
     def make(cls, config: PositionalEncodingConfigs) -> jm.Component:
         length, dim = config.max_input_length, config.dim_encoding
-        strategy = config.positional_encode_strategy
+        strategy, policy = config.positional_encode_strategy, Policy(config)
 
         def learned(weights: jm.Weights, x: Array) -> Array:
-            return _STRATEGIES[strategy](x, [weights["encoding_dim_0"][:, : x.shape[0]]])
+            return _STRATEGIES[strategy](policy.cast(x), [weights["encoding_dim_0"][:, : x.shape[0]]])
 
         def sinusoids(weights: jm.Weights, x: Array) -> Array:
-            return x + sinusoidal_encoding(x.shape[0], dim, x.dtype)
+            return policy.cast(x) + sinusoidal_encoding(x.shape[0], dim, policy.dtype)
 
         # A dynamic length is the free dim `T`, limited; a fixed one is bound to the config's.
         axis, limits = ("T", {"T": length}) if config.dynamic_length else ("max_input_length", {})
-        sequence = Float[Array, f"{axis} dim_encoding"]
-        ports = jm.make_ports({jm.Input: sequence}, {jm.Output: sequence})
+        sequence = f"{axis} dim_encoding"
+        ports = policy.pipeline_ports(Float[Array, sequence], sequence)
         if strategy == "sinusoidal":
             return jm.Component.from_pipeline({}, sinusoids, ports, dims=config, limits=limits)
-        weight_params = _table_params(dim, (length,), config.init_scale)
+        weight_params = _table_params(dim, (length,), config.init_scale, policy)
         return jm.Component.from_pipeline(weight_params, learned, ports, dims=config, limits=limits)
 
 
-class TensorPositionalEncoding(jm.Config):
+class TensorPositionalEncoding(PrecisionFields):
     """Position information for an N-d grid of vectors, one learned table per axis.
 
     Per example; batch with `jax.vmap`. Pipeline (fixed): `[*input_shape, input_channels]
@@ -132,8 +136,9 @@ class TensorPositionalEncoding(jm.Config):
     spells the grid in sizes (`Float[Array, "7 7 1 input_channels"]`), so a checked
     call rejects any other grid rather than broadcast against it.
 
-    Weights: `encoding_dim_k: [dim_encoding, input_shape[k]]` for each axis `k`
-    (init `"normal"`, std `init_scale`).
+    The input is cast to `dtype`, the output is in it. Weights: `encoding_dim_k:
+    [dim_encoding, input_shape[k]]` for each axis `k` (init `"normal"`, std `init_scale`),
+    in `param_dtype`.
 
     Args:
         input_shape: the grid, e.g. `(n_sections_h, n_sections_w, ch)`; at least one axis.
@@ -142,6 +147,7 @@ class TensorPositionalEncoding(jm.Config):
         dim_encoding: the width of each axis's vectors.
         positional_encode_strategy: `"dot"`, `"sum"` or `"naive_sum"`.
         init_scale: the std of the initial tables, in (0, 100].
+        dtype, param_dtype, matmul_precision: the precision policy (see `PrecisionFields`).
 
     Raises:
         ConfigError: `input_channels` or `output_channels` differs from `dim_encoding`.
@@ -171,7 +177,7 @@ class TensorPositionalEncoding(jm.Config):
 
     @classmethod
     def make(cls, config: TensorPositionalEncodingConfigs) -> jm.Component:
-        shape = tuple(config.input_shape)
+        shape, policy = tuple(config.input_shape), Policy(config)
         combine = _STRATEGIES[config.positional_encode_strategy]
 
         grid = " ".join(map(str, shape))
@@ -179,11 +185,11 @@ class TensorPositionalEncoding(jm.Config):
         def encode(
             weights: jm.Weights, x: Float[Array, f"{grid} input_channels"]
         ) -> Float[Array, f"{grid} output_channels"]:
-            return combine(x, [weights[f"encoding_dim_{k}"] for k in range(len(shape))])
+            return combine(policy.cast(x), [weights[f"encoding_dim_{k}"] for k in range(len(shape))])
 
-        return jm.Component.from_pipeline(
-            _table_params(config.dim_encoding, shape, config.init_scale), encode, dims=config
-        )
+        ports = policy.pipeline_ports(Float[Array, f"{grid} input_channels"], f"{grid} output_channels")
+        weight_params = _table_params(config.dim_encoding, shape, config.init_scale, policy)
+        return jm.Component.from_pipeline(weight_params, encode, ports, dims=config)
 
 
 def sinusoidal_encoding(length: int, dim: int, dtype: DTypeLike = jnp.float32) -> Float[Array, "length dim"]:
@@ -211,10 +217,12 @@ def sinusoidal_encoding(length: int, dim: int, dtype: DTypeLike = jnp.float32) -
     return jnp.where(features % 2 == 0, jnp.sin(angles), jnp.cos(angles)).astype(dtype)
 
 
-def _table_params(dim_encoding: int, lengths: Sequence[int], init_scale: float) -> dict[str, jm.WeightParams]:
+def _table_params(
+    dim_encoding: int, lengths: Sequence[int], init_scale: float, policy: Policy
+) -> dict[str, jm.WeightParams]:
     """The spec of one table `encoding_dim_k: [dim_encoding, lengths[k]]` per axis."""
     return {
-        f"encoding_dim_{k}": jm.WeightParams((dim_encoding, n), init="normal", scale=init_scale, axes=("embed", None))
+        f"encoding_dim_{k}": policy.weight((dim_encoding, n), init="normal", scale=init_scale, axes=("embed", None))
         for k, n in enumerate(lengths)
     }
 

@@ -1,20 +1,31 @@
 """Transformers: the pre-norm `TransformerLayer` and the `TransformerEncoder` that stacks it."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Float
 
 import jaxmake as jm
-from jaxmake.components._attention import SelfMultiHeadAttn, check_heads
+from jaxmake.components._attention import AttentionImpl, SelfMultiHeadAttn, attention_ports, check_heads
 from jaxmake.components._dropout import Dropout
 from jaxmake.components._fields import Activation, Eps, KeepRate, Size
 from jaxmake.components._linear import InnerMlpConfigs, Mlp
 from jaxmake.components._norm import LayerNorm
+from jaxmake.components._precision import Policy, PrecisionFields
+
+Remat: TypeAlias = Literal["none", "layer", "dots", "dots_no_batch"]
+"""What the backward pass of each layer of an encoder recomputes (see `TransformerEncoderFields`)."""
+
+_REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
+    "layer": None,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+"""The `jax.checkpoint` policy of each `Remat` but `"none"` (`None`: save nothing inside a layer)."""
 
 
 @runtime_checkable
@@ -25,6 +36,10 @@ class TransformerLayerConfigs(InnerMlpConfigs, Protocol):
     def dim_model(self) -> int: ...
     @property
     def eps(self) -> float: ...
+    @property
+    def causal(self) -> bool: ...
+    @property
+    def attention_impl(self) -> AttentionImpl: ...
 
 
 @runtime_checkable
@@ -35,14 +50,19 @@ class TransformerEncoderConfigs(TransformerLayerConfigs, Protocol):
     def universal(self) -> bool: ...
     @property
     def scan_layers(self) -> bool: ...
+    @property
+    def scan_unroll(self) -> int: ...
+    @property
+    def remat(self) -> Remat: ...
 
 
-class TransformerFields(jm.Config):
+class TransformerFields(PrecisionFields):
     """The fields of every transformer config, declared once (`TransformerLayerConfigs`).
 
-    `TransformerLayer` is these fields and a `make`; `TransformerEncoderFields` adds the
-    depth. Subclass them for a model config that feeds a transformer's `make`. The fields
-    after `mlp_n_hidden` are keyword-only.
+    `TransformerLayer` is these fields, `causal` and a `make`; `TransformerEncoderFields`
+    adds the depth. Subclass them for a model config that feeds a transformer's `make`
+    (and give it a `causal`, as a field or a property). The fields after `mlp_n_hidden` are
+    keyword-only.
 
     Args:
         n_heads: attention heads; must divide `dim_model`.
@@ -51,6 +71,10 @@ class TransformerFields(jm.Config):
         dropout_keep_rate: dropout on both residual branches and inside the `Mlp`, in (0, 1].
         eps: the `LayerNorm` epsilon, in [1e-12, 1].
         mlp_activation: the `Mlp`'s activation.
+        attention_impl: how attention is computed: `"auto"`, `"einsum"` or `"fused"` (see
+            `SelfMultiHeadAttn`).
+        dtype, param_dtype, matmul_precision: the precision policy of every part (see
+            `PrecisionFields`).
 
     Raises:
         ConfigError: a field is out of range, or `n_heads` does not divide `dim_model`.
@@ -63,6 +87,7 @@ class TransformerFields(jm.Config):
     dropout_keep_rate: KeepRate = 1.0
     eps: Eps = 1e-5
     mlp_activation: Activation = "relu"
+    attention_impl: AttentionImpl = "auto"
 
     def validate(self) -> None:
         check_heads(self)
@@ -75,23 +100,39 @@ class TransformerEncoderFields(TransformerFields):
         n_tfe_layers: the depth, >= 1.
         universal: share one layer's weights across depth (keyword-only).
         scan_layers: run the layers with `jax.lax.scan` (keyword-only).
+        scan_unroll: with `scan_layers`, how many layers each iteration of the scan runs
+            (`jax.lax.scan`'s `unroll`; capped at `n_tfe_layers`): more is a longer
+            compile and, on a GPU, a faster step (keyword-only).
+        remat: what the backward pass recomputes instead of keeping (`jax.checkpoint`
+            around each layer; keyword-only):
+
+            * `"none"`: nothing; every activation is kept;
+            * `"layer"`: everything inside a layer; only the layers' inputs are kept
+              (the least memory, about one more forward pass of compute);
+            * `"dots"`: keep the matmul outputs, recompute the rest
+              (`jax.checkpoint_policies.dots_saveable`);
+            * `"dots_no_batch"`: keep the matmul outputs without batch dims (the
+              projections, not the attention scores;
+              `jax.checkpoint_policies.dots_with_no_batch_dims_saveable`).
     """
 
     n_tfe_layers: Size
     _: KW_ONLY
     universal: bool = False
     scan_layers: bool = False
+    scan_unroll: Size = 1
+    remat: Remat = "none"
 
 
-_PIPELINE_PORTS = jm.make_ports({jm.Input: Float[Array, "T dim_model"]}, {jm.Output: Float[Array, "T dim_model"]})
-
-
-def _masked_ports(attn_dims: str) -> jm.ProcessPorts:
-    """The ports `(Input, "mask") -> (Output, "attn")`, with `attn` of the dims `attn_dims`."""
-    return jm.make_ports(
-        {jm.Input: Float[Array, "T dim_model"], "mask": Bool[Array, "T T"]},
-        {jm.Output: Float[Array, "T dim_model"], "attn": Float[Array, attn_dims]},
-    )
+def _ports(policy: Policy, attn_dims: str) -> list[jm.ProcessPorts]:
+    """A transformer's processes' ports: the pipeline, `MASK_PORTS`, and `MASKED_PORTS` with
+    `attn` of the dims `attn_dims`; the `Output` in the compute dtype."""
+    x = Float[Array, "T dim_model"]
+    return [
+        policy.pipeline_ports(x, "T dim_model"),
+        attention_ports(policy, "T dim_model", attn_dims=None),
+        attention_ports(policy, "T dim_model", attn_dims=attn_dims),
+    ]
 
 
 class TransformerLayer(TransformerFields):
@@ -103,15 +144,17 @@ class TransformerLayer(TransformerFields):
     dim_model`), `dropout` (none: `{}`), `mlp` (`Mlp(dim_model, mlp_n_hidden, dim_model)`).
 
     Processes, fixed when `dropout_keep_rate` is 1 (with `rng=None` they run in evaluation
-    mode, without dropout):
+    mode, without dropout), their `Output` in `dtype`:
 
     * the pipeline: `[T, dim_model] -> [T, dim_model]`;
-    * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: `mask: [T, T]` as for
-      `SelfMultiHeadAttn`; `attn: [n_heads, T, T]`, the attention weights.
+    * `MASK_PORTS`, `(Input, "mask") -> (Output)`: `mask: [T, T]` as for `SelfMultiHeadAttn`;
+    * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: the same, and `attn:
+      [n_heads, T, T]`, the attention weights (float32).
 
     Args:
-        n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation: see
-            `TransformerFields`.
+        n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation,
+            attention_impl, dtype, param_dtype, matmul_precision: see `TransformerFields`.
+        causal: each position attends only to itself and those before it (keyword-only).
 
     Raises:
         ConfigError: a field is out of range, or `n_heads` does not divide `dim_model`.
@@ -126,29 +169,37 @@ class TransformerLayer(TransformerFields):
          'norm1': {'a': (4,), 'b': (4,)}, 'norm2': {'a': (4,), 'b': (4,)}}
     """
 
+    _: KW_ONLY
+    causal: bool = False
+
     @classmethod
     def make(cls, config: TransformerLayerConfigs) -> jm.Component:
-        dim = config.dim_model
+        dim, policy = config.dim_model, Policy(config)
+        mha = SelfMultiHeadAttn(
+            config.n_heads, dim, dim, causal=config.causal, attention_impl=config.attention_impl, **policy.fields
+        )
+        mlp = Mlp(dim, config.mlp_n_hidden, dim, config.mlp_activation, config.dropout_keep_rate, **policy.fields)
         c = jm.make_children(
             norm1=lambda: LayerNorm.make(config),
-            mha=SelfMultiHeadAttn(config.n_heads, dim, dim),
+            mha=mha,
             dropout=lambda: Dropout.make(config),
             norm2=lambda: LayerNorm.make(config),
-            mlp=Mlp(dim, config.mlp_n_hidden, dim, config.mlp_activation, config.dropout_keep_rate),
+            mlp=mlp,
         )
-        processes = {ports: _layer_process(c, ports) for ports in (_PIPELINE_PORTS, _masked_ports("n_heads T T"))}
+        processes = {ports: _layer_process(c, ports, policy) for ports in _ports(policy, "n_heads T T")}
         return jm.Component(c.weight_params, processes, fixed=config.dropout_keep_rate == 1.0, dims=config)
 
 
-def _layer_process(c: jm.Children, ports: jm.ProcessPorts) -> jm.Process:
+def _layer_process(c: jm.Children, ports: jm.ProcessPorts, policy: Policy) -> jm.Process:
     """One pre-norm layer whose attention is the `mha` process with the same ports.
 
     The inputs other than `Input` (the mask) go to the attention, and its outputs other
-    than `Output` (the attention weights) are the layer's.
+    than `Output` (the attention weights) are the layer's. The residual stream is in the
+    compute dtype.
     """
 
     def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
-        x = inputs[jm.Input]
+        x = policy.cast(inputs[jm.Input])
         attended = c.mha.run(weights, {**inputs, jm.Input: c.norm1(weights, x)}, outputs=ports.outputs)
         x = x + c.dropout(weights, attended[jm.Output], _fold(rng, 0))
         x = x + c.dropout(weights, c.mlp(weights, c.norm2(weights, x), _fold(rng, 1)), _fold(rng, 2))
@@ -183,16 +234,18 @@ class TransformerEncoder(TransformerEncoderFields):
       `stack_layers` and `unstack_layers` convert weights between the default layout and this.
 
     Processes, fixed when `dropout_keep_rate` is 1 (with `rng=None` they run in evaluation
-    mode, without dropout):
+    mode, without dropout), their `Output` in `dtype`:
 
     * the pipeline: `[T, dim_model] -> [T, dim_model]`;
-    * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: `mask: [T, T]` as for
-      `SelfMultiHeadAttn`; `attn: [n_tfe_layers, n_heads, T, T]`, every layer's weights.
+    * `MASK_PORTS`, `(Input, "mask") -> (Output)`: `mask: [T, T]` as for `SelfMultiHeadAttn`;
+    * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: the same, and `attn:
+      [n_tfe_layers, n_heads, T, T]`, every layer's weights (float32).
 
     Args:
-        n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation: see
-            `TransformerFields`.
-        n_tfe_layers, universal, scan_layers: see `TransformerEncoderFields`.
+        n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation,
+            attention_impl, dtype, param_dtype, matmul_precision: see `TransformerFields`.
+        n_tfe_layers, universal, scan_layers, scan_unroll, remat: see `TransformerEncoderFields`.
+        causal: each position attends only to itself and those before it (keyword-only).
 
     Raises:
         ConfigError: a field is out of range, or `n_heads` does not divide `dim_model`.
@@ -214,6 +267,9 @@ class TransformerEncoder(TransformerEncoderFields):
         True
     """
 
+    _: KW_ONLY
+    causal: bool = False
+
     @classmethod
     def make(cls, config: TransformerEncoderConfigs) -> jm.Component:
         n, universal = config.n_tfe_layers, config.universal
@@ -225,11 +281,16 @@ class TransformerEncoder(TransformerEncoderFields):
         )
         layer = c[layer_keys[0]].component
         layer_params = jm.stack_params(layer.weight_params, n) if stacked else layer.weight_params
-        run = _scan if config.scan_layers else _loop
-        processes = {
-            ports: _then_norm(run(layer.get_process(ports), n, universal), c.norm)
-            for ports in (_PIPELINE_PORTS, _masked_ports("n_tfe_layers n_heads T T"))
-        }
+        policy, remat, scanned = Policy(config), config.remat, config.scan_layers
+
+        def run(process: jm.Process) -> jm.Process:
+            process = _rematerialised(process, remat, scanned)
+            if scanned:
+                return _scan(process, n, universal, min(config.scan_unroll, n), policy.cast)
+            return _loop(process, n, universal)
+
+        ports_list = _ports(policy, "n_tfe_layers n_heads T T")
+        processes = {ports: _then_norm(run(layer.get_process(ports)), c.norm) for ports in ports_list}
         spec = {**dict.fromkeys(layer_keys, layer_params), "norm": c.norm.component.weight_params}
         return jm.Component(spec, processes, fixed=config.dropout_keep_rate == 1.0, dims=config)
 
@@ -259,8 +320,34 @@ def _loop(layer: jm.Process, n: int, universal: bool) -> jm.Process:
     return run
 
 
-def _scan(layer: jm.Process, n: int, universal: bool) -> jm.Process:
-    """`n` layers run by `jax.lax.scan` (XLA compiles one); side outputs stacked."""
+def _rematerialised(layer: jm.Process, remat: Remat, scanned: bool) -> jm.Process:
+    """`layer` under `jax.checkpoint` with the policy of `remat` (or as it is, for `"none"`).
+
+    Inside a scan, CSE cannot merge the recomputation into the forward pass, so it need
+    not be prevented (`prevent_cse=False`, as `jax.checkpoint` advises). The checkpointed
+    function is a fresh closure at each trace: `jax.checkpoint` caches what it traced by
+    function, and what a layer traces to differs while a contract is checked at make time
+    (its verified children stand in, returning zeros).
+    """
+    if remat == "none":
+        return layer
+    policy = _REMAT_POLICIES[remat]
+
+    def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
+        def fresh(w: jm.Weights, i: Mapping[str, Array], r: Array | None) -> dict[str, Array]:
+            return dict(layer(w, i, r))
+
+        outputs: dict[str, Array] = jax.checkpoint(fresh, prevent_cse=not scanned, policy=policy)(weights, inputs, rng)
+        return outputs
+
+    return process
+
+
+def _scan(layer: jm.Process, n: int, universal: bool, unroll: int, cast: Callable[[Array], Array]) -> jm.Process:
+    """`n` layers run by `jax.lax.scan`, `unroll` per iteration (XLA compiles `unroll`); side outputs stacked.
+
+    The input is `cast` to the layers' compute dtype first: the scan's carry keeps one dtype.
+    """
 
     def run(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
         def step(x: Array, per_layer: tuple[Any, Array]) -> tuple[Array, dict[str, Array]]:
@@ -268,7 +355,8 @@ def _scan(layer: jm.Process, n: int, universal: bool) -> jm.Process:
             outputs = layer(weights[_SHARED] if universal else stacked_weights, {**inputs, jm.Input: x}, _fold(rng, i))
             return outputs[jm.Output], _side_outputs(outputs)
 
-        x, stacked = jax.lax.scan(step, inputs[jm.Input], (None if universal else weights[_STACKED], jnp.arange(n)))
+        per_layer = (None if universal else weights[_STACKED], jnp.arange(n))
+        x, stacked = jax.lax.scan(step, cast(inputs[jm.Input]), per_layer, unroll=unroll)
         return {**stacked, jm.Output: x}
 
     return run

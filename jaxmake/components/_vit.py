@@ -6,7 +6,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Float32
 
 import jaxmake as jm
 from jaxmake.components._embedding import Embeddings
@@ -14,6 +14,7 @@ from jaxmake.components._fields import InitScale, KeepRate, Size
 from jaxmake.components._norm import LayerNorm
 from jaxmake.components._patches import Patches
 from jaxmake.components._positional import PositionalEncoding, TensorPositionalEncoding
+from jaxmake.components._precision import Policy
 from jaxmake.components._transformer import TransformerEncoder, TransformerEncoderConfigs, TransformerEncoderFields
 
 LOGITS = "logits"
@@ -54,10 +55,10 @@ class Vit(TransformerEncoderFields):
     `positional_encoding_y`) are prepended, the sequence is normalised (`norm`) and
     encoded (`encoder`). Processes (random iff a keep rate is below 1):
 
-    * the pipeline: image `[H, W, C] -> [dim_output + T, dim_model]` encodings, the output
-      tokens first (`T = n_patches_side**2 * C`);
-    * `(Input) -> ("logits",)`: `[dict_size_output]` class logits, the first output token's
-      dot products with the `out_embedding` table.
+    * the pipeline: image `[H, W, C] -> [dim_output + T, dim_model]` encodings in `dtype`,
+      the output tokens first (`T = n_patches_side**2 * C`);
+    * `(Input) -> ("logits",)`: `[dict_size_output]` class logits (float32), the first
+      output token's dot products with the `out_embedding` table.
 
     Combining positions by `"dot"` (the seed's choice) multiplies the tokens by a product
     of small numbers; `"sum"` makes the same weight tree and trains better.
@@ -82,6 +83,10 @@ class Vit(TransformerEncoderFields):
             than replacing it by the mask embedding, in (0, 1].
         pos_init_scale: the std of the initial position tables, in (0, 100].
         positional_encode_strategy: `"dot"` (multiply, as the seed) or `"sum"` (add).
+        scan_unroll, remat, attention_impl, dtype, param_dtype, matmul_precision: see
+            `TransformerEncoderFields`.
+
+    `causal` is not a field: a `Vit`'s tokens attend to every other.
 
     Example:
         >>> vit = Vit.make(Vit())
@@ -105,6 +110,11 @@ class Vit(TransformerEncoderFields):
     pos_init_scale: InitScale = 0.001
     positional_encode_strategy: Literal["dot", "sum"] = "dot"
 
+    @property
+    def causal(self) -> bool:
+        """Always false: every token attends to every other."""
+        return False
+
     def validate(self) -> None:
         super().validate()
         for axis, side in (("height", self.hwc[0]), ("width", self.hwc[1])):
@@ -115,19 +125,32 @@ class Vit(TransformerEncoderFields):
     def make(cls, config: VitConfigs) -> jm.Component:
         (h, w, ch), n, dim = config.hwc, config.n_patches_side, config.dim_model
         strategy, n_out, keep = config.positional_encode_strategy, config.dim_output, config.input_keep_rate
+        policy = Policy(config)
         patches = Patches(
-            dim, n, n, w, h, ch, config.mlp_n_hidden_patches, config.mlp_activation, config.dropout_keep_rate
+            dim,
+            n,
+            n,
+            w,
+            h,
+            ch,
+            config.mlp_n_hidden_patches,
+            config.mlp_activation,
+            config.dropout_keep_rate,
+            **policy.fields,
         )
+        pos_scale = config.pos_init_scale
         c = jm.make_children(
             patching=patches,
-            positional_encoding=TensorPositionalEncoding((n, n, ch), dim, dim, dim, strategy, config.pos_init_scale),
-            positional_encoding_y=PositionalEncoding(n_out, dim, strategy, config.pos_init_scale, False),
-            norm=LayerNorm(dim, config.eps),
+            positional_encoding=TensorPositionalEncoding(
+                (n, n, ch), dim, dim, dim, strategy, pos_scale, **policy.fields
+            ),
+            positional_encoding_y=PositionalEncoding(n_out, dim, strategy, pos_scale, False, **policy.fields),
+            norm=LayerNorm(dim, config.eps, **policy.fields),
             encoder=lambda: TransformerEncoder.make(config),
-            out_embedding=Embeddings(config.dict_size_output, dim, config.dict_init_scale),
+            out_embedding=Embeddings(config.dict_size_output, dim, config.dict_init_scale, **policy.fields),
         )
         # The mask embedding is one vector, not a vocabulary: its one row is never split.
-        mask = jm.WeightParams((1, dim), init="embedding", scale=config.dict_init_scale, axes=(None, "embed"))
+        mask = policy.weight((1, dim), init="embedding", scale=config.dict_init_scale, axes=(None, "embed"))
         # The output tokens are the `positional_encoding_y` table itself: its encoding of
         # ones (multiplicative) or of zeros (additive).
         base = jnp.ones if strategy == "dot" else jnp.zeros
@@ -137,7 +160,7 @@ class Vit(TransformerEncoderFields):
             tokens = c.patching(weights, image, keys[0])
             if keep < 1.0 and keys[1] is not None:
                 kept = jr.bernoulli(keys[1], keep, (tokens.shape[0], 1))
-                tokens = jnp.where(kept, tokens, weights["mask_embedding"]["dict"][0])
+                tokens = jnp.where(kept, tokens, policy.cast(weights["mask_embedding"]["dict"][0]))
             grid = c.positional_encoding(weights, tokens.reshape(n, n, ch, dim))
             prefix = c.positional_encoding_y(weights, base((n_out, dim), tokens.dtype))
             sequence = c.norm(weights, jnp.concatenate([prefix, grid.reshape(-1, dim)]))
@@ -152,8 +175,8 @@ class Vit(TransformerEncoderFields):
 
         image = {jm.Input: Float[Array, "h w ch"]}
         processes = {
-            jm.make_ports(image, {jm.Output: Float[Array, "n_tokens dim_model"]}): encodings,
-            jm.make_ports(image, {LOGITS: Float[Array, "dict_size_output"]}): logits,
+            jm.make_ports(image, {jm.Output: policy.floats[Array, "n_tokens dim_model"]}): encodings,
+            jm.make_ports(image, {LOGITS: Float32[Array, "dict_size_output"]}): logits,
         }
         fixed = config.dropout_keep_rate == 1.0 and keep == 1.0
         sizes = {"h": h, "w": w, "ch": ch, "n_tokens": n_out + n * n * ch}

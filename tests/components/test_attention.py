@@ -149,3 +149,51 @@ def test_drawn_configs_make_the_fused_kqv_and_out_weights(data: st.DataObject) -
         "out": {"w": (d, d), "b": (d,)},
     }
     assert dict(mha.dims) == {"n_heads": n_heads, "dim_model": d, "dim_input": d_in}
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("masked_input", [False, True], ids=["no_mask", "mask"])
+def test_fused_attention_equals_the_explicit_path_and_numpy(causal: bool, masked_input: bool) -> None:
+    """`jax.nn.dot_product_attention` (its XLA form on a CPU) against the einsum path, in float32;
+    the random mask has a fully masked row."""
+    made = {
+        impl: SelfMultiHeadAttn.make(
+            SelfMultiHeadAttn(N_HEADS, DIM_MODEL, DIM_INPUT, causal=causal, attention_impl=impl)
+        )
+        for impl in ("einsum", "fused")
+    }
+    weights, x, mask = random_weights(made["einsum"].weight_params, 20), normal((T, DIM_INPUT), 21), random_mask(T, 22)
+    side = {"mask": mask} if masked_input else {}
+
+    def loss(component: jm.Component, w: jm.Weights) -> tuple[jax.Array, jax.Array]:
+        y = component(w, x, **side)
+        return jnp.sum(jnp.sin(y)), y
+
+    (_, fused), fused_grads = jax.jit(jax.value_and_grad(lambda w: loss(made["fused"], w), has_aux=True))(weights)
+    (_, explicit), grads = jax.jit(jax.value_and_grad(lambda w: loss(made["einsum"], w), has_aux=True))(weights)
+    np.testing.assert_allclose(fused, explicit, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(jax.tree.leaves(fused_grads), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    visible = np.tri(T, dtype=bool) if causal else np.ones((T, T), bool)
+    reference, _ = np_attention(weights, x, N_HEADS, visible & np.asarray(mask) if masked_input else visible)
+    np.testing.assert_allclose(fused, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_is_fused_only_on_cudnn_and_fused_is_xla_elsewhere() -> None:
+    from jaxmake.components._attention import _fused_implementation
+    from jaxmake.components._precision import Policy
+
+    gpu = jax.default_backend() == "gpu"
+    f32, bf16 = (Policy(SelfMultiHeadAttn(2, 16, 16, dtype=dtype)) for dtype in ("float32", "bfloat16"))
+    assert _fused_implementation("auto", f32, 8) is None
+    assert _fused_implementation("auto", bf16, 8) == ("cudnn" if gpu else None)
+    assert _fused_implementation("auto", bf16, 12) is None  # cuDNN needs a head_dim multiple of 8
+    assert _fused_implementation("einsum", bf16, 8) is None
+    assert _fused_implementation("fused", f32, 8) == "xla"  # cuDNN refuses float32
+    assert _fused_implementation("fused", bf16, 8) == ("cudnn" if gpu else "xla")
+
+
+def test_run_without_outputs_returns_the_attention_weights_too(mha: jm.Component) -> None:
+    weights, x = random_weights(mha.weight_params, 23), normal((T, DIM_INPUT), 24)
+    outputs = jax.eval_shape(lambda w: mha.run(w, {jm.Input: x, "mask": random_mask(T, 25)}), weights)
+    assert sorted(outputs) == ["Output", "attn"]
