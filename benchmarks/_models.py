@@ -8,6 +8,11 @@ same hyperparameters. The arithmetic that is not about parameter handling (`laye
 `causal_attention`, `cross_entropy`) is shared, so the implementations differ only in how
 they hold, pass and update parameters, which is what the benchmark measures.
 
+The hand-written model also computes in other precisions (`build_raw(..., compute=Compute(...))`):
+bfloat16 matmuls and activations, `jax.nn.dot_product_attention` for attention, float32
+parameters, LayerNorm statistics, logits and loss; `benchmarks/gpu_step.py` measures jaxmake's
+precision policy against it. `Spec.train_flops` counts a train step's FLOPs.
+
 Each builder returns a `Built`: a jitted train step `(state, tokens, targets) -> (state,
 loss)` in its framework's own style, a jitted forward `(fwd_state, tokens) -> logits`, and
 the states to call them with. A builder makes fresh jitted functions every time it is
@@ -17,7 +22,7 @@ called, so that the first call of a fresh build traces and compiles anew.
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +58,20 @@ class Spec:
         block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d)
         return self.vocab * d + self.n_ctx * d + self.n_layers * block + 2 * d + d * self.vocab + self.vocab
 
+    def train_flops(self) -> int:
+        """The matmul FLOPs of one train step, counted analytically (as `NOTES.md` states):
+
+        `3 · tokens · (L · (2·(3d² + d² + 2·d·h) + 4·T·d) + 2·d·V)`, `tokens = batch · T`:
+        per token and layer, 2 FLOPs per multiply-add of the `[q|k|v]` (3d²), out (d²) and
+        MLP (2·d·h) products, and of the scores and the weighted sum of attention (2·T·d,
+        the whole `[T, T]` square although causal attention needs half of it); the head
+        (d·V); forward plus backward is 3 times the forward. Not counted: embeddings, norms,
+        softmax, gelu, the loss, the optimizer, and what rematerialisation recomputes.
+        """
+        d, h, t = self.dim, self.mlp, self.n_ctx
+        per_token = self.n_layers * (2 * (3 * d * d + d * d + 2 * d * h) + 4 * t * d) + 2 * d * self.vocab
+        return 3 * self.batch * t * per_token
+
 
 class Built(NamedTuple):
     """A built implementation: its train step and forward, and the states they take."""
@@ -84,19 +103,32 @@ def batch(spec: Spec, seed: int = 0) -> tuple[Array, Array]:
 
 
 def layer_norm(x: Array, a: Array, b: Array, eps: float) -> Array:
-    """`(x - mean) * (a * rsqrt(var + eps)) + b` over the last axis, as jaxmake's `LayerNorm`."""
-    mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
+    """`(x - mean) * (a * rsqrt(var + eps)) + b` over the last axis, as jaxmake's `LayerNorm`.
+
+    Computed in float32 whatever the dtype of `x`, and returned in the dtype of `x` (the
+    casts are no-ops on float32 inputs).
+    """
+    x32 = x.astype(jnp.float32)
+    centred = x32 - x32.mean(axis=-1, keepdims=True)
     var = jnp.square(centred).mean(axis=-1, keepdims=True)
-    return centred * (a * jax.lax.rsqrt(var + eps)) + b
+    return (centred * (a * jax.lax.rsqrt(var + eps)) + b).astype(x.dtype)
 
 
 def gelu(x: Array) -> Array:
     return jax.nn.gelu(x, approximate=True)
 
 
-def causal_attention(qkv: Array, n_heads: int) -> Array:
-    """Causal multi-head attention of `qkv: [..., T, 3 d]` (`[q|k|v]`) -> `[..., T, d]`, before the out projection."""
+AttentionPath = Literal["einsum", "xla", "cudnn"]
+"""How `causal_attention` computes: `"einsum"` writes scores, mask and softmax out (the
+softmax in float32); `"xla"` and `"cudnn"` call `jax.nn.dot_product_attention(...,
+is_causal=True, implementation=...)` (cuDNN's fused kernel takes only 16-bit floats, on a GPU)."""
+
+
+def causal_attention(qkv: Array, n_heads: int, impl: AttentionPath = "einsum") -> Array:
+    """Causal multi-head attention of `qkv: [..., T, 3 d]` (`[q|k|v]`) -> `[..., T, d]`, before the out projection.
+
+    The result has the dtype of `qkv`; the einsum path computes scores and softmax in float32.
+    """
     q, k, v = jnp.split(qkv, 3, axis=-1)
     *lead, length, dim = q.shape
     head_dim = dim // n_heads
@@ -104,9 +136,13 @@ def causal_attention(qkv: Array, n_heads: int) -> Array:
     def heads(a: Array) -> Array:
         return a.reshape(*lead, length, n_heads, head_dim)
 
-    scores = jnp.einsum("...qhd,...khd->...hqk", heads(q) / math.sqrt(head_dim), heads(k))
+    if impl != "einsum":
+        fused = jax.nn.dot_product_attention(heads(q), heads(k), heads(v), is_causal=True, implementation=impl)
+        return fused.reshape(*lead, length, dim)
+    scaled_q = heads(q) / math.sqrt(head_dim)
+    scores = jnp.einsum("...qhd,...khd->...hqk", scaled_q, heads(k), preferred_element_type=jnp.float32)
     causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
-    attn = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+    attn = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1).astype(v.dtype)
     return jnp.einsum("...hqk,...khd->...qhd", attn, heads(v)).reshape(*lead, length, dim)
 
 
@@ -153,7 +189,12 @@ def gpt_config(spec: Spec, scan: bool) -> Gpt:
 
 
 def build_jaxmake_gpt(spec: Spec, scan: bool) -> Built:
-    gpt = Gpt.make(gpt_config(spec, scan))
+    return build_gpt(gpt_config(spec, scan), spec)
+
+
+def build_gpt(config: Gpt, spec: Spec) -> Built:
+    """jaxmake's `Gpt` of any config (`gpt_config` with other fields replaced), trained as `spec` says."""
+    gpt = Gpt.make(config)
     return _jaxmake_built("jaxmake Gpt", gpt, gpt.get_fixed_process(LOSS_PORTS), spec)
 
 
@@ -260,37 +301,61 @@ def init_raw(spec: Spec, scan: bool, key: Array) -> dict[str, Any]:
     }
 
 
-def raw_block(p: dict[str, Any], x: Array, spec: Spec) -> Array:
+@dataclass(frozen=True)
+class Compute:
+    """How the hand-written model computes; its parameters are float32 whatever this says.
+
+    Args:
+        dtype: the dtype of the matmuls and of the activations between them (the residual
+            stream included). LayerNorm statistics, the softmax of the einsum attention, the
+            logits and the loss are float32 in every case.
+        attention: see `AttentionPath`.
+    """
+
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attention: AttentionPath = "einsum"
+
+
+FLOAT32 = Compute()
+"""The baseline: float32 throughout, einsum attention."""
+
+
+def raw_block(p: dict[str, Any], x: Array, spec: Spec, compute: Compute = FLOAT32) -> Array:
+    """One pre-LayerNorm block on `x: [..., T, d]` in the compute dtype (the casts are no-ops in float32)."""
+    w = {name: jax.tree.map(lambda a: a.astype(compute.dtype), p[name]) for name in ("qkv", "out", "fc1", "fc2")}
     h = layer_norm(x, p["norm1"]["a"], p["norm1"]["b"], spec.eps)
-    x = x + causal_attention(h @ p["qkv"]["w"] + p["qkv"]["b"], spec.n_heads) @ p["out"]["w"] + p["out"]["b"]
+    attended = causal_attention(h @ w["qkv"]["w"] + w["qkv"]["b"], spec.n_heads, compute.attention)
+    x = x + attended @ w["out"]["w"] + w["out"]["b"]
     h = layer_norm(x, p["norm2"]["a"], p["norm2"]["b"], spec.eps)
-    out: Array = x + gelu(h @ p["fc1"]["w"] + p["fc1"]["b"]) @ p["fc2"]["w"] + p["fc2"]["b"]
+    out: Array = x + gelu(h @ w["fc1"]["w"] + w["fc1"]["b"]) @ w["fc2"]["w"] + w["fc2"]["b"]
     return out
 
 
-def raw_logits(params: dict[str, Any], tokens: Array, spec: Spec, scan: bool) -> Array:
-    x = params["embed"][tokens] + params["pos"][: tokens.shape[-1]]
+def raw_logits(params: dict[str, Any], tokens: Array, spec: Spec, scan: bool, compute: Compute = FLOAT32) -> Array:
+    """Float32 logits `[..., T, vocab]` of `tokens: [..., T]`."""
+    dt = compute.dtype
+    x = (params["embed"][tokens] + params["pos"][: tokens.shape[-1]]).astype(dt)
     if scan:
-        x, _ = jax.lax.scan(lambda x, p: (raw_block(p, x, spec), None), x, params["layers"])
+        x, _ = jax.lax.scan(lambda x, p: (raw_block(p, x, spec, compute), None), x, params["layers"])
     else:
         for i in range(spec.n_layers):
-            x = raw_block(params["layers"][f"layer_{i}"], x, spec)
-    out: Array = (
-        layer_norm(x, params["norm"]["a"], params["norm"]["b"], spec.eps) @ params["head"]["w"] + params["head"]["b"]
-    )
+            x = raw_block(params["layers"][f"layer_{i}"], x, spec, compute)
+    h = layer_norm(x, params["norm"]["a"], params["norm"]["b"], spec.eps)
+    head = params["head"]
+    out: Array = jnp.matmul(h, head["w"].astype(dt), preferred_element_type=jnp.float32) + head["b"]
     return out
 
 
-def build_raw(spec: Spec, scan: bool) -> Built:
+def build_raw(spec: Spec, scan: bool, compute: Compute = FLOAT32) -> Built:
+    """The hand-written model; `compute` other than `FLOAT32` names it after its dtype and attention."""
     params = init_raw(spec, scan, jr.key(0))
 
     def loss(p: dict[str, Any], tokens: Array, targets: Array) -> Array:
-        return cross_entropy(raw_logits(p, tokens, spec, scan), targets)
+        return cross_entropy(raw_logits(p, tokens, spec, scan, compute), targets)
 
-    forward = jax.jit(lambda p, tokens: raw_logits(p, tokens, spec, scan))
-    return Built(
-        "hand-written JAX", count(params), (params, optimizer(spec).init(params)), jax_step(loss, spec), params, forward
-    )
+    forward = jax.jit(lambda p, tokens: raw_logits(p, tokens, spec, scan, compute))
+    name = BASELINE if compute == FLOAT32 else f"{BASELINE}, {compute.dtype}, {compute.attention} attention"
+    return Built(name, count(params), (params, optimizer(spec).init(params)), jax_step(loss, spec), params, forward)
 
 
 BASELINE = "hand-written JAX"

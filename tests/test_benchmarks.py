@@ -1,4 +1,4 @@
-"""Structural facts behind `benchmarks/compare.py` and `benchmarks/sharding_step.py`; no timings.
+"""Structural facts behind `benchmarks/compare.py`, `sharding_step.py` and `gpu_step.py`; no timings.
 
 The jaxmake train steps must compile to the same program as hand-written JAX, up to stated
 differences, and every implementation must have the same parameters; sharding must cut the
@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -20,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import _models
+import gpu_step
 
 SPEC = _models.Spec(n_layers=1)
 """One layer keeps each compile short; the per-layer program is what the test compares."""
@@ -103,3 +105,38 @@ def test_sharding_benchmark_shows_what_each_device_holds(tmp_path: Path) -> None
     assert list(layouts["DP"]["bytes_per_device"].values()) == [total] * 8
     fsdp = layouts["FSDP"]["bytes_per_device"]
     assert len(fsdp) == 8 and total / 8 < max(fsdp.values()) < total / 4
+
+
+GPU_STEP_SETTINGS = ["hand-f32", "hand-bf16-fused", "jm-f32-einsum", "jm-bf16-fused", "jm-bf16-fused-remat-layer"]
+"""Both baselines, jaxmake in each precision, and one rematerialised setting: a smoke run's worth."""
+
+
+def test_gpu_step_benchmark_runs_every_setting_on_the_cpu(tmp_path: Path) -> None:
+    """`gpu_step.py --size tiny --n-layers 1` on a CPU: a row per setting, with every key, one parameter count.
+
+    Structure only, no timings: the settings run in `SETTINGS` order; every figure is there;
+    the fused attention falls back to `"xla"` off a GPU and is never cuDNN's; every setting
+    is the same model (the hand-written parameter count, an initial loss about ln(vocab));
+    each baseline's ratio is 1 and every jaxmake row has one.
+    """
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_step.py"
+    fast_compiles = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"  # 5x faster here
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": fast_compiles}
+    command = [sys.executable, str(script), "--size", "tiny", "--n-layers", "1", "--steps", "2", "--warmup", "1"]
+    command += ["--out", str(tmp_path), "--settings", *GPU_STEP_SETTINGS]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = [json.loads(line) for line in (tmp_path / "gpu_step.jsonl").read_text().splitlines()]
+    assert [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")] == rows
+    assert [row["setting"] for row in rows] == [name for name in gpu_step.SETTINGS if name in GPU_STEP_SETTINGS]
+    spec = replace(gpu_step.SIZES["tiny"], n_layers=1)
+    for row in rows:
+        name, setting = row["setting"], gpu_step.SETTINGS[row["setting"]]
+        assert list(row) == list(gpu_step.ROW_KEYS), name
+        assert row["n_params"] == spec.n_params(), name
+        assert (row["attention"], row["cudnn_in_hlo"]) == ("einsum" if setting.attention == "einsum" else "xla", False)
+        assert abs(row["initial_loss"] - math.log(spec.vocab)) < 0.3, name
+        assert row["step_ms"] > 0 and row["compile_s"] > 0 and row["temp_bytes"] is not None, name
+        assert row["ratio"] > 0 and (row["ratio"] == 1.0 or not setting.hand_written), name
+        assert f"\n| {name} | " in done.stdout
+    assert (tmp_path / "gpu_step.md").read_text().count("\n| hand-f32 | ") == 2  # speed and memory tables

@@ -4,7 +4,9 @@ Layouts are per example and token-major: a sequence is `[T, d]`, an image `[H, W
 batch with `jax.vmap`.
 """
 
+from jaxmake.components._attention import MASK_PORTS as MASK_PORTS
 from jaxmake.components._attention import MASKED_PORTS as MASKED_PORTS
+from jaxmake.components._attention import AttentionImpl as AttentionImpl
 from jaxmake.components._attention import SelfMultiHeadAttn as SelfMultiHeadAttn
 from jaxmake.components._attention import SelfMultiHeadAttnConfigs as SelfMultiHeadAttnConfigs
 from jaxmake.components._dropout import Dropout as Dropout
@@ -48,6 +50,13 @@ from jaxmake.components._positional import TensorPositionalEncodeStrategy as Ten
 from jaxmake.components._positional import TensorPositionalEncoding as TensorPositionalEncoding
 from jaxmake.components._positional import TensorPositionalEncodingConfigs as TensorPositionalEncodingConfigs
 from jaxmake.components._positional import sinusoidal_encoding as sinusoidal_encoding
+from jaxmake.components._precision import DType as DType
+from jaxmake.components._precision import MatmulPrecision as MatmulPrecision
+from jaxmake.components._precision import Policy as Policy
+from jaxmake.components._precision import PrecisionConfigs as PrecisionConfigs
+from jaxmake.components._precision import PrecisionFields as PrecisionFields
+from jaxmake.components._precision import PrecisionKwargs as PrecisionKwargs
+from jaxmake.components._transformer import Remat as Remat
 from jaxmake.components._transformer import TransformerEncoder as TransformerEncoder
 from jaxmake.components._transformer import TransformerEncoderConfigs as TransformerEncoderConfigs
 from jaxmake.components._transformer import TransformerEncoderFields as TransformerEncoderFields

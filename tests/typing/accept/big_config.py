@@ -3,11 +3,12 @@
 from typing import Literal, assert_type
 
 import jaxmake as jm
-from jaxmake.components import Dropout, LayerNorm, Mlp, SelfMultiHeadAttn, TransformerEncoder
+from jaxmake.components import Dropout, LayerNorm, Mlp, PrecisionFields, SelfMultiHeadAttn, TransformerEncoder
 
 
-class MyTransformer(jm.Config):
-    """A user's config: the encoder's fields plus an MLP head's, in one flat class."""
+class MyTransformer(PrecisionFields):
+    """A user's config: the encoder's fields plus an MLP head's, in one flat class; the
+    precision policy's from its base, which it passes down to every `make`."""
 
     n_heads: int = 2
     dim_model: int = 8
@@ -19,6 +20,10 @@ class MyTransformer(jm.Config):
     eps: float = 1e-5
     mlp_activation: Literal["relu", "gelu", "tanh", "silu"] = "gelu"
     scan_layers: bool = False
+    scan_unroll: int = 1
+    remat: Literal["none", "layer", "dots", "dots_no_batch"] = "layer"
+    causal: bool = True
+    attention_impl: Literal["auto", "einsum", "fused"] = "auto"
     n_in: int = 8
     n_hidden: tuple[int, ...] = (8,)
     n_out: int = 3
