@@ -1,5 +1,6 @@
 """The commands of the `jaxmake` program, one frozen config class each."""
 
+import dataclasses
 import json
 import math
 import time
@@ -20,11 +21,29 @@ from jaxmake.cli._plot import plot_history
 from jaxmake.cli._scale import Scale
 from jaxmake.cli._summary import summary_table
 from jaxmake.cli._tasks import DIGITS_VIT, chars_gpt, chars_task, digits_task
-from jaxmake.components import Gpt, Vit, generate
+from jaxmake.components import DType, Gpt, Vit, generate
 from jaxmake.sharding import RULES
 
 Count = Annotated[int, Ge(1)]
 Rate = Annotated[float, Gt(0), Le(1)]
+
+Precision = Literal["f32", "bf16", "f16", "float32", "bfloat16", "float16"]
+"""What `--precision` takes: a compute dtype, by its short or its full name."""
+
+COMPUTE_DTYPES: dict[Precision, DType] = {
+    "f32": "float32",
+    "bf16": "bfloat16",
+    "f16": "float16",
+    "float32": "float32",
+    "bfloat16": "bfloat16",
+    "float16": "float16",
+}
+"""The model config's `dtype` for each value of `--precision`."""
+
+
+def _loss_scaling(dtype: DType) -> training.LossScaling:
+    """Dynamic loss scaling for a float16 model (its small gradients would underflow), none otherwise."""
+    return "dynamic" if dtype == "float16" else "none"
 
 
 class TrainDigits(jm.Config):
@@ -38,6 +57,9 @@ class TrainDigits(jm.Config):
         weight_decay: AdamW weight decay, on matrices only.
         seed: seeds the weights, the batch order, the shifts and dropout.
         augment: shift each training image by up to one pixel.
+        precision: the dtype the model computes in: f32, bf16 or f16 (or float32, bfloat16,
+            float16); the weights, the optimizer and the loss stay float32. f16 also turns
+            on dynamic loss scaling. (Set it here, not with --model.dtype.)
         resume: continue the run in `out` from its latest checkpoint.
         model: the ViT.
         scale: devices and processes.
@@ -50,11 +72,19 @@ class TrainDigits(jm.Config):
     weight_decay: Annotated[float, Ge(0), Le(1)] = 0.05
     seed: Annotated[int, Ge(0)] = 0
     augment: bool = True
+    precision: Precision = "f32"
     resume: bool = False
     model: Vit = DIGITS_VIT
     scale: Annotated[Scale, OmitArgPrefixes] = Scale()
 
     def run(self) -> None:
+        if self.model.dtype != "float32":
+            raise CliError(
+                f"--model.dtype {self.model.dtype}: set the dtype the model computes in with --precision "
+                f"(it also turns on loss scaling for float16), e.g. --precision {self.model.dtype}"
+            )
+        dtype = COMPUTE_DTYPES[self.precision]
+        vit = dataclasses.replace(self.model, dtype=dtype)
         split = data.load_digits()
         if self.model.hwc != split.x_train.shape[1:]:
             raise CliError(
@@ -83,12 +113,13 @@ class TrainDigits(jm.Config):
             log_every=steps_per_epoch,
             checkpoint_every=10 * steps_per_epoch,
             seed=self.seed,
+            loss_scaling=_loss_scaling(dtype),
         )
-        task = digits_task(self.model, split, self.batch_size, self.seed, self.augment)
-        weights = self.scale.make_weights(jax.random.key(self.seed), Vit.make(self.model).weight_params, mesh)
+        task = digits_task(vit, split, self.batch_size, self.seed, self.augment)
+        weights = self.scale.make_weights(jax.random.key(self.seed), Vit.make(vit).weight_params, mesh)
         metadata = {
             "model": "Vit",
-            "config": config_dict(self.model),
+            "config": config_dict(vit),
             "task": {"name": "digits", "augment": self.augment},
         }
 
@@ -117,6 +148,9 @@ class TrainChars(jm.Config):
         n_tfe_layers: transformer layers.
         dim_model: the model width.
         n_heads: attention heads (they must divide `dim_model`).
+        precision: the dtype the model computes in: f32, bf16 or f16 (or float32, bfloat16,
+            float16); the weights, the optimizer and the loss stay float32. f16 also turns
+            on dynamic loss scaling.
         resume: continue the run in `out` from its latest checkpoint.
         scale: devices and processes.
     """
@@ -131,6 +165,7 @@ class TrainChars(jm.Config):
     n_tfe_layers: Count = 2
     dim_model: Count = 128
     n_heads: Count = 4
+    precision: Precision = "f32"
     resume: bool = False
     scale: Annotated[Scale, OmitArgPrefixes] = Scale()
 
@@ -145,6 +180,7 @@ class TrainChars(jm.Config):
             "n_tfe_layers": self.n_tfe_layers,
             "dim_model": self.dim_model,
             "n_heads": self.n_heads,
+            "dtype": COMPUTE_DTYPES[self.precision],
         }
         gpt = build_config(Gpt, {**config_dict(chars_gpt(text.vocab.size)), **shape}, "jaxmake train chars")
         config = training.TrainConfig(
@@ -155,6 +191,7 @@ class TrainChars(jm.Config):
             log_every=max(self.steps // 50, 1),
             checkpoint_every=max(self.steps // 5, 1),
             seed=self.seed,
+            loss_scaling=_loss_scaling(gpt.dtype),
         )
         task = chars_task(gpt, text, self.batch_size, self.seed)
         weights = self.scale.make_weights(jax.random.key(self.seed), Gpt.make(gpt).weight_params, mesh)

@@ -6,6 +6,8 @@
 * `Task`, `shuffled_batches`: what a model plugs into the loop (loss, batches, evaluation);
 * `train`: the loop, with a progress bar or log lines, a metrics history (`metrics.json`),
   atomic keep-N checkpoints, exact resume and a clear stop (`TrainingDiverged`) on NaN/inf;
+* `LossScaling`, `LossScale`, `LossScaledState`: dynamic loss scaling for float16 models
+  (`TrainConfig.loss_scaling="dynamic"`): the scale's state, kept with the optimizer's;
 * `check_shared`, `RunDirNotShared`: with several processes, `train` first checks that the
   run folder is one folder that all of them see;
 * `load_weights`, `load_metadata`: a finished run's latest weights and metadata, for
@@ -18,11 +20,14 @@
 from jaxmake.training._checkpoint import CheckpointDamaged as CheckpointDamaged
 from jaxmake.training._checkpoint import Checkpoints as Checkpoints
 from jaxmake.training._checkpoint import load_weights as load_weights
+from jaxmake.training._config import LossScaling as LossScaling
 from jaxmake.training._config import Schedule as Schedule
 from jaxmake.training._config import TrainConfig as TrainConfig
 from jaxmake.training._loop import TrainingDiverged as TrainingDiverged
 from jaxmake.training._loop import TrainResult as TrainResult
 from jaxmake.training._loop import train as train
+from jaxmake.training._loss_scale import LossScale as LossScale
+from jaxmake.training._loss_scale import LossScaledState as LossScaledState
 from jaxmake.training._optimizer import decay_mask as decay_mask
 from jaxmake.training._optimizer import make_optimizer as make_optimizer
 from jaxmake.training._optimizer import make_schedule as make_schedule

@@ -115,10 +115,7 @@ class Checkpoints:
             WeightsError: listing every path missing from the checkpoint, every extra
                 one, and every shape or dtype that differs (expected vs stored).
         """
-        self._check_intact(step)
-        with self._reading(step):
-            metadata = self._manager.item_metadata(step)["weights"]
-        stored = getattr(metadata, "tree", metadata)  # orbax 0.12 wraps the tree in `TreeMetadata`
+        stored = self.metadata(step, "weights")
         try:
             jm.check_weights(expected, stored)
         except jm.WeightsError as error:
@@ -128,6 +125,21 @@ class Checkpoints:
                 f"(`missing`: not in the checkpoint; `extra`: only in the checkpoint; `expected`: "
                 f"{what}; `got`: the checkpoint):\n{problems or error}"
             ) from None
+
+    def metadata(self, step: int, item: str) -> Any:
+        """The tree of array metadata (shape, dtype) of `item` (`"weights"` or `"opt_state"`) saved at `step`.
+
+        Reads only the checkpoint's metadata, not its arrays. orbax stores a NamedTuple
+        (such as an optax state) as a dict of its fields, a tuple as a list.
+
+        Raises:
+            CheckpointDamaged: a file of the checkpoint is missing, truncated or changed
+                since it was sealed, or orbax cannot read its metadata.
+        """
+        self._check_intact(step)
+        with self._reading(step):
+            metadata = self._manager.item_metadata(step)[item]
+        return getattr(metadata, "tree", metadata)  # orbax 0.12 wraps the tree in `TreeMetadata`
 
     def restore(self, step: int, weights: Any, opt_state: Any | None = None) -> tuple[jm.Weights, Any]:
         """Restore the checkpoint of `step` into the structure of the given targets.

@@ -9,6 +9,9 @@ import jaxmake as jm
 Schedule = Literal["cosine", "constant"]
 """The learning-rate shape after warmup: cosine decay to 0, or constant at the peak."""
 
+LossScaling = Literal["none", "dynamic"]
+"""Whether the loss is scaled before differentiation: not at all, or by a dynamic loss scale (for float16)."""
+
 
 class TrainConfig(jm.Config):
     """How to train: optimizer, schedule, and how often to log, evaluate and checkpoint.
@@ -40,6 +43,15 @@ class TrainConfig(jm.Config):
             [1, 1000].
         seed: seed of the per-step PRNG keys (`fold_in(key(seed), step)`) and of the
             data order, in [0, 2**31 - 1].
+        loss_scaling: `"none"`, or `"dynamic"` for a model that computes in float16, whose
+            small gradients would otherwise underflow to 0: the loss is multiplied by a
+            scale (first `2**15`) before differentiation and the gradients divided by it;
+            a step whose gradients are not all finite is skipped (weights and optimizer
+            state unchanged) and halves the scale; `loss_scale_period` consecutive finite
+            steps double it. The history then also holds `loss_scale` and `skipped`.
+            bfloat16 and float32 need no scaling.
+        loss_scale_period: with `"dynamic"`, how many consecutive steps with finite
+            gradients double the scale, in [1, 10**9].
 
     Raises:
         ConfigError: a field is out of range or of the wrong type.
@@ -65,6 +77,8 @@ class TrainConfig(jm.Config):
     checkpoint_every: Annotated[int, Interval(ge=1, le=10**9)] = 500
     keep_checkpoints: Annotated[int, Interval(ge=1, le=1000)] = 3
     seed: Annotated[int, Interval(ge=0, le=2**31 - 1)] = 0
+    loss_scaling: LossScaling = "none"
+    loss_scale_period: Annotated[int, Interval(ge=1, le=10**9)] = 2000
 
     @property
     def warmup_steps(self) -> int:

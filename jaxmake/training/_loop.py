@@ -13,6 +13,13 @@ Resuming is exact because everything a step uses is either in the checkpoint (we
 optimizer state with its step count) or a function of the step number (the batch,
 `task.batch(step)`, and the key, `fold_in(key(seed), step)`).
 
+With `loss_scaling="dynamic"` (for float16 models, see `_loss_scale.py`), the optimizer
+state the loop carries and checkpoints is a `LossScaledState`: optax's state plus the loss
+scale's, so a resumed run scales exactly as the uninterrupted one. A step whose gradients
+are not all finite is then not an error but skipped, inside the compiled step (weights and
+optimizer state selected unchanged); the loop only stops if the loss itself is not finite,
+or if the scale, halved at every skipped step, falls below 1.
+
 With several processes (`jax.distributed`), every process runs this same loop on the same
 global mesh: each computes the global batch `task.batch(step)` and puts on its own devices
 only their rows of it; the scalars are kept whole on every device so that each process
@@ -27,6 +34,7 @@ JAX's heartbeat (100 s by default) wherever they wait; a run killed mid-checkpoi
 its previous checkpoints and resumes from the latest, as with one process.
 """
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -45,27 +53,34 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxmake as jm
 from jaxmake.training._checkpoint import Checkpoints, spec_like
-from jaxmake.training._config import TrainConfig
+from jaxmake.training._config import LossScaling, TrainConfig
+from jaxmake.training._loss_scale import (
+    LossScaledState,
+    all_finite,
+    init_loss_scale,
+    next_loss_scale,
+    scaled_value_and_grad,
+    select_tree,
+)
 from jaxmake.training._optimizer import make_optimizer, make_schedule
 from jaxmake.training._progress import ProgressMode, make_progress
 from jaxmake.training._run_dir import History, read_history, write_config, write_history
 from jaxmake.training._shared import check_shared
 from jaxmake.training._task import Batch, LossFn, Task
 
-RESERVED = ("step", "time", "loss", "lr", "grad_norm", "steps_per_s")
+RESERVED = ("step", "time", "loss", "lr", "grad_norm", "steps_per_s", "loss_scale", "skipped")
 """History keys that the loop writes itself; a task's metrics may not use them."""
-
-_CHECKED = ("loss", "grad_norm")
-"""The scalars of a step that must be finite; a NaN gradient norm would poison the weights."""
 
 
 class TrainingDiverged(jm.JaxMakeError, FloatingPointError):
-    """A step's loss or gradient norm is not finite; the run stopped before saving it.
+    """A step's loss or gradient norm is not finite, or its loss scale fell below 1; the run stopped before saving it.
 
     Attributes:
-        step: the step whose value is not finite (1-based: the `step`-th update).
-        metric: `"loss"` or `"grad_norm"`.
-        value: the value seen (`nan`, `inf` or `-inf`).
+        step: the step whose value is bad (1-based: the `step`-th update).
+        metric: `"loss"`, `"grad_norm"` (without loss scaling) or `"loss_scale"` (with
+            `loss_scaling="dynamic"`).
+        value: the value seen (`nan`, `inf` or `-inf`; for `"loss_scale"`, the scale
+            below 1).
     """
 
     def __init__(self, message: str, *, step: int, metric: str, value: float) -> None:
@@ -81,7 +96,8 @@ class TrainResult:
 
     Args:
         weights: the weights after the last step.
-        opt_state: the optimizer state after the last step.
+        opt_state: the optimizer state after the last step; with
+            `loss_scaling="dynamic"`, a `LossScaledState` (optax's state and the loss scale).
         history: every entry of `metrics.json`, earlier sessions of a resumed run included.
     """
 
@@ -113,6 +129,16 @@ def train(
     included the first time), `time` (wall seconds since the run began) and, at
     evaluation steps, `eval_<name>`.
 
+    With `config.loss_scaling="dynamic"` the loss is differentiated times the loss scale
+    and the gradients divided back (see `TrainConfig.loss_scaling`); a step whose
+    gradients are not all finite is skipped: the weights and optimizer state stay as they
+    were, and the scale halves. An entry then also holds `loss_scale` (after its last
+    step: the scale the next step uses) and `skipped` (the fraction of its steps that were
+    skipped), and its `grad_norm` is the mean over the steps not skipped (NaN, written
+    `null`, if all were). A skipped step does not advance the optimizer's own step count,
+    so after `k` skipped steps AdamW applies the learning rate of `k` steps earlier than
+    the `lr` reported (that of `make_schedule` at the step).
+
     Args:
         task: the loss, batches and evaluation of the model.
         weights: the initial weights (used for their structure only when resuming);
@@ -141,13 +167,16 @@ def train(
         The final weights, optimizer state and history.
 
     Raises:
-        TrainingDiverged: a step's loss or gradient norm is not finite; nothing of that
-            step or later is saved, so the latest checkpoint is the last good one.
+        TrainingDiverged: a step's loss is not finite; or, without loss scaling, its
+            gradient norm; or, with it, the loss scale falls below 1 (gradients that are
+            not finite at any scale). Nothing of that step or later is saved, so the
+            latest checkpoint is the last good one.
         WeightsError: resuming from a checkpoint whose weights do not match `weights`;
             lists every missing, extra and mis-shaped path.
         FileExistsError: `run_dir` already holds checkpoints and `resume` is false.
         RunDirNotShared: with several processes, `run_dir` is not one folder that all of
             them see (raised on every process, before training).
+        ConfigError: resuming from a checkpoint saved with the other `loss_scaling`.
         ValueError: a metric of the task uses a name of `RESERVED`, or several processes
             train without a `mesh`.
     """
@@ -171,14 +200,14 @@ def train(
         place = _batch_placement(mesh, data_axis)
         if latest is None:
             weights = jax.tree.map(_committed_copy, weights)
-            opt_state = _init_like(optimizer, weights)
+            opt_state = _init_like(optimizer, weights, config.loss_scaling)
         else:
-            weights, opt_state = _restore(checkpoints, latest, weights, optimizer)
+            weights, opt_state = _restore(checkpoints, latest, weights, optimizer, config.loss_scaling)
             history = [entry for entry in read_history(run_dir) if entry["step"] <= latest]
         if writes:
             write_config(run_dir, config, metadata)
         start = latest or 0
-        step_fn, names = _compile_step(task.loss, optimizer, schedule, config.seed, mesh)
+        step_fn, names = _compile_step(task.loss, optimizer, schedule, config, mesh)
         reporter = make_progress(progress if writes else "off", config.steps, start)
         began = time.perf_counter() - (history[-1]["time"] if history else 0.0)
         pending: list[Array] = []  # the scalars of the steps since the last entry
@@ -221,27 +250,56 @@ _StepFn = Callable[[jm.Weights, Any, Batch, int], _StepOut]
 
 
 def _compile_step(
-    loss: LossFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule, seed: int, mesh: Mesh | None
+    loss: LossFn,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    config: TrainConfig,
+    mesh: Mesh | None,
 ) -> tuple[_StepFn, list[str]]:
     """The jitted step `(weights, opt_state, batch, step) -> (weights, opt_state, scalars)`.
 
     It donates the weights and optimizer state it is given (their buffers are reused). On
-    a `mesh`, `scalars` is replicated: every process can read it whole.
+    a `mesh`, `scalars` is replicated: every process can read it whole. With
+    `config.loss_scaling="dynamic"`, `opt_state` is a `LossScaledState` and a step whose
+    gradients are not all finite returns the weights and optax's state it was given.
 
     Returns:
         The step, and the names of the entries of its `scalars` vector: `loss`, `lr`,
-        `grad_norm`, then the task's metrics. The list is filled in when the step is
-        first traced (by its first call).
+        `grad_norm`, with loss scaling `loss_scale` (after the step) and `skipped` (1 or
+        0; `grad_norm` is then NaN), then the task's metrics. The list is filled in when
+        the step is first traced (by its first call).
     """
     names: list[str] = []
+    seed, period = config.seed, config.loss_scale_period
+
+    def update(weights: jm.Weights, opt_state: Any, grads: jm.Weights) -> tuple[jm.Weights, Any]:
+        updates, opt_state = optimizer.update(grads, opt_state, weights)
+        return optax.apply_updates(weights, updates), opt_state
 
     def step_fn(weights: jm.Weights, opt_state: Any, batch: Batch, step: Array) -> _StepOut:
         rng = jr.fold_in(jr.key(seed), step)
-        (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(weights, batch, rng)
-        _check_metrics(metrics)
-        updates, opt_state = optimizer.update(grads, opt_state, weights)
-        weights = optax.apply_updates(weights, updates)
-        scalars = {"loss": loss_value, "lr": schedule(step), "grad_norm": _global_norm(grads), **metrics}
+        if config.loss_scaling == "none":
+            (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(weights, batch, rng)
+            _check_metrics(metrics)
+            weights, opt_state = update(weights, opt_state, grads)
+            scalars = {"loss": loss_value, "lr": schedule(step), "grad_norm": _global_norm(grads), **metrics}
+        else:
+            state: LossScaledState = opt_state
+            (loss_value, metrics), grads = scaled_value_and_grad(loss, state.loss_scale.scale)(weights, batch, rng)
+            _check_metrics(metrics)
+            finite = all_finite(grads)
+            new_weights, new_state = update(weights, state.optimizer, grads)
+            weights = select_tree(finite, new_weights, weights)
+            loss_scale = next_loss_scale(state.loss_scale, finite, period)
+            opt_state = LossScaledState(select_tree(finite, new_state, state.optimizer), loss_scale)
+            scalars = {
+                "loss": loss_value,
+                "lr": schedule(step),
+                "grad_norm": jnp.where(finite, _global_norm(grads), jnp.nan),
+                "loss_scale": loss_scale.scale,
+                "skipped": jnp.where(finite, 0.0, 1.0),
+                **metrics,
+            }
         names[:] = scalars
         vector = jnp.stack([jnp.asarray(value, jnp.float32) for value in scalars.values()])
         if mesh is not None:
@@ -269,12 +327,27 @@ def _global_norm(tree: Any) -> Array:
 
 
 def _restore(
-    checkpoints: Checkpoints, step: int, weights: jm.Weights, optimizer: optax.GradientTransformation
+    checkpoints: Checkpoints,
+    step: int,
+    weights: jm.Weights,
+    optimizer: optax.GradientTransformation,
+    loss_scaling: LossScaling,
 ) -> tuple[jm.Weights, Any]:
-    """The weights and optimizer state of checkpoint `step`, checked against `weights` first."""
+    """The weights and optimizer state of checkpoint `step`, checked against `weights` and `loss_scaling` first."""
     checkpoints.check(step, spec_like(weights), "the weights given to `train`")
+    saved_state = checkpoints.metadata(step, "opt_state")  # a `LossScaledState` is stored as a dict of its fields
+    saved = (
+        "dynamic" if isinstance(saved_state, Mapping) and set(saved_state) == set(LossScaledState._fields) else "none"
+    )
+    if saved != loss_scaling:
+        raise jm.ConfigError(
+            f"`TrainConfig.loss_scaling`={loss_scaling!r} does not match the checkpoint of step {step} in "
+            f"`{checkpoints.directory}`: it was saved with {saved!r} (its optimizer state holds "
+            f"{'a' if saved == 'dynamic' else 'no'} loss scale); resume with `loss_scaling={saved!r}` (float16 models "
+            f"train with 'dynamic', as `jaxmake train --precision f16` does), or start a new run"
+        )
     # Only shapes, dtypes and shardings are used: the targets are made abstract before restoring.
-    return checkpoints.restore(step, weights, _init_like(optimizer, weights))
+    return checkpoints.restore(step, weights, _init_like(optimizer, weights, loss_scaling))
 
 
 def _committed_copy(array: Any) -> Array:
@@ -289,16 +362,24 @@ def _committed_copy(array: Any) -> Array:
     return copy
 
 
-def _init_like(optimizer: optax.GradientTransformation, weights: jm.Weights) -> Any:
+def _init_like(optimizer: optax.GradientTransformation, weights: jm.Weights, loss_scaling: LossScaling) -> Any:
     """The optimizer's initial state, each moment sharded like its weight (counters left to XLA).
 
-    Without explicit shardings the whole state would land on one device.
+    Without explicit shardings the whole state would land on one device. With
+    `loss_scaling="dynamic"`, a `LossScaledState` holding it and `init_loss_scale()`.
     """
     abstract = jax.eval_shape(optimizer.init, weights)
     shardings = optax.tree_utils.tree_map_params(
         optimizer, lambda _, weight: weight.sharding, abstract, weights, transform_non_params=lambda _: None
     )
-    return jax.jit(optimizer.init, out_shardings=shardings)(weights)
+    if loss_scaling == "none":
+        return jax.jit(optimizer.init, out_shardings=shardings)(weights)
+
+    def init(weights: jm.Weights) -> LossScaledState:
+        return LossScaledState(optimizer.init(weights), init_loss_scale())
+
+    scale_shardings = jax.tree.map(lambda _: None, jax.eval_shape(init_loss_scale))  # scalars: left to XLA
+    return jax.jit(init, out_shardings=LossScaledState(shardings, scale_shardings))(weights)
 
 
 def _batch_placement(mesh: Mesh | None, data_axis: str) -> Callable[[Batch], Batch]:
@@ -332,13 +413,23 @@ def _batch_placement(mesh: Mesh | None, data_axis: str) -> Callable[[Batch], Bat
 def _check_finite(
     values: npt.NDArray[Any], names: list[str], first: int, config: TrainConfig, checkpoints: Checkpoints
 ) -> None:
-    """Raise `TrainingDiverged` at the first step (of `first + 1, first + 2, ...`) with a value that is not finite."""
-    columns = [names.index(metric) for metric in _CHECKED]
-    bad_rows, bad_columns = np.nonzero(~np.isfinite(values[:, columns]))
-    if not len(bad_rows):
+    """Raise `TrainingDiverged` at the first step (of `first + 1, first + 2, ...`) with a bad value.
+
+    Bad is a loss that is not finite; without loss scaling, a gradient norm that is not
+    finite (it would poison the weights); with it, a loss scale below 1 (a skipped step's
+    gradient norm is NaN by design).
+    """
+    loss = values[:, names.index("loss")]
+    if config.loss_scaling == "none":
+        bad = {"loss": ~np.isfinite(loss), "grad_norm": ~np.isfinite(values[:, names.index("grad_norm")])}
+    else:
+        bad = {"loss": ~np.isfinite(loss), "loss_scale": values[:, names.index("loss_scale")] < 1}
+    rows = np.nonzero(np.logical_or.reduce(list(bad.values())))[0]
+    if not len(rows):
         return
-    step, metric = first + int(bad_rows[0]) + 1, _CHECKED[int(bad_columns[0])]
-    value = float(values[bad_rows[0], columns[bad_columns[0]]])
+    row = int(rows[0])
+    metric = next(metric for metric, flags in bad.items() if flags[row])
+    step, value = first + row + 1, float(values[row, names.index(metric)])
     checkpoints.wait()
     latest = checkpoints.latest_step()
     kept = (
@@ -346,6 +437,17 @@ def _check_finite(
         if latest is not None
         else "no checkpoint was saved yet"
     )
+    if metric == "loss_scale":
+        raise TrainingDiverged(
+            f"training diverged at step {step} of {config.steps}: the loss scale fell to {value} (below 1), "
+            f"halved at every step whose gradients were not finite, the latest computed on `task.batch({step - 1})`: "
+            f"they are not finite even unscaled, which loss scaling cannot fix. Nothing of this step or later was "
+            f"saved; {kept}. Try a lower `learning_rate` (now {config.learning_rate}), computing in bfloat16 or "
+            f"float32 rather than float16, or check that batch.",
+            step=step,
+            metric=metric,
+            value=value,
+        )
     raise TrainingDiverged(
         f"training diverged at step {step} of {config.steps}: `{metric}` is {value} "
         f"(computed on `task.batch({step - 1})`). Nothing of this step or later was "
@@ -358,8 +460,17 @@ def _check_finite(
 
 
 def _average(values: npt.NDArray[Any], names: list[str], step: int) -> dict[str, float]:
-    """The entry of `step`: each scalar's mean over the steps since the last entry; `lr` of the last step."""
+    """The entry of `step`: each scalar's mean over the steps since the last entry; `lr` of the last step.
+
+    With loss scaling: `loss_scale` of the last step, `skipped` the fraction of steps
+    skipped, and `grad_norm` the mean over the steps not skipped (NaN if all were).
+    """
     means = values.mean(axis=0, dtype=np.float64)
     entry: dict[str, float] = {"step": step} | {name: float(mean) for name, mean in zip(names, means)}
     entry["lr"] = float(values[-1, names.index("lr")])
+    if "loss_scale" in names:
+        entry["loss_scale"] = float(values[-1, names.index("loss_scale")])
+        applied = values[:, names.index("skipped")] == 0
+        norms = values[applied, names.index("grad_norm")]
+        entry["grad_norm"] = float(norms.mean(dtype=np.float64)) if len(norms) else math.nan
     return entry

@@ -58,11 +58,52 @@ def test_train_digits_writes_the_run_folder(tmp_path: Path, capsys: pytest.Captu
     assert training.Checkpoints(out, create=False).latest_step() == 22
 
 
+def test_train_digits_in_bfloat16_reaches_97_percent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default recipe (100 epochs, seed 0, about 30 s of training) computing in bfloat16.
+
+    It reaches 98.06% (353 of the 360 test images; 97% is 350). The bar is within this ViT's
+    spread over seeds: 96.7-98.1% in bfloat16 over seeds 0-3, and 96.94% in float32 at seed 0.
+    """
+    out = tmp_path / "digits"
+    assert main(["train", "digits", "--precision", "bf16", "--out", str(out)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    vit = config["metadata"]["config"]
+    assert (vit["dtype"], vit["param_dtype"], config["train"]["loss_scaling"]) == ("bfloat16", "float32", "none")
+    assert json.loads((out / "metrics.json").read_text())["results"]["test_accuracy"] >= 0.97
+
+
 def test_train_chars_reports_loss_against_the_unigram_baseline(chars_run: Path) -> None:
     results = json.loads((chars_run / "metrics.json").read_text())["results"]
     assert results["step"] == 6 and results["valid_loss"] > 0 and results["unigram_baseline"] > 0
     gpt = json.loads((chars_run / "config.json").read_text())["metadata"]["config"]
     assert gpt["vocab_multiple"] == 64  # so that `--rules tp` splits the vocabulary whatever the corpus
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype", "loss_scaling"), [("bf16", "bfloat16", "none"), ("float16", "float16", "dynamic")]
+)
+def test_train_chars_records_its_precision_and_samples(
+    precision: str,
+    dtype: str,
+    loss_scaling: str,
+    text_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / precision
+    args = ["train", "chars", "--text", str(text_file), "--steps", "2", "--out", str(out), "--precision", precision]
+    assert main([*args, *TINY_GPT]) == 0
+    config = json.loads((out / "config.json").read_text())
+    gpt = config["metadata"]["config"]
+    assert (gpt["dtype"], gpt["param_dtype"], config["train"]["loss_scaling"]) == (dtype, "float32", loss_scaling)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert ("loss_scale" in history[-1]) == (loss_scaling == "dynamic")
+    spec = Gpt.make(Gpt(**gpt)).weight_params
+    assert {leaf.dtype for leaf in jax.tree.leaves(training.load_weights(out, spec))} == {np.dtype("float32")}
+    capsys.readouterr()
+    assert main(["sample", "--run", str(out), "--prompt", "the ", "--tokens", "5"]) == 0
+    assert len(capsys.readouterr().out.rstrip("\n")) == 4 + 5
 
 
 def test_resume_finishes_an_interrupted_run_exactly(chars_run: Path, text_file: Path, tmp_path: Path) -> None:
@@ -145,6 +186,16 @@ def test_a_run_config_can_be_checked(chars_run: Path, capsys: pytest.CaptureFixt
         (["train", "digits", "--epochs", "x"], "--epochs: invalid literal for int() with base 10: 'x'"),
         (["train", "digits", "--model.n-heads", "5"], "`Vit.n_heads`=5 must divide `dim_model`=64"),
         (["summary", "Vit", "--bogus"], "Unrecognized options: --bogus"),
+        (
+            ["train", "chars", "--precision", "f8"],
+            "invalid choice 'f8' for argument '--precision'. Expected one of "
+            "('f32', 'bf16', 'f16', 'float32', 'bfloat16', 'float16').",
+        ),
+        (
+            ["train", "digits", "--model.dtype", "float16"],
+            "--model.dtype float16: set the dtype the model computes in with --precision (it also turns on loss "
+            "scaling for float16), e.g. --precision float16",
+        ),
     ],
 )
 def test_bad_flags_are_one_line_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,7 @@ def test_defaults_are_the_digits_recipe() -> None:
     assert (config.batch_size, config.learning_rate, config.warmup_fraction) == (64, 2e-3, 0.05)
     assert (config.schedule, config.weight_decay, config.clip_norm) == ("cosine", 0.05, 1.0)
     assert config.warmup_steps == 100
+    assert (config.loss_scaling, config.loss_scale_period) == ("none", 2000)
 
 
 def test_is_frozen() -> None:
@@ -36,6 +37,11 @@ def test_is_frozen() -> None:
         ({"steps": 10, "keep_checkpoints": 0}, r"^`TrainConfig.keep_checkpoints`=0 must be >= 1$"),
         ({"steps": 10, "seed": -1}, r"^`TrainConfig.seed`=-1 must be >= 0$"),
         ({"steps": 10, "schedule": "linear"}, r"^`TrainConfig.schedule`='linear' must be one of 'cosine', 'constant'$"),
+        (
+            {"steps": 10, "loss_scaling": "static"},
+            r"^`TrainConfig.loss_scaling`='static' must be one of 'none', 'dynamic'$",
+        ),
+        ({"steps": 10, "loss_scale_period": 0}, r"^`TrainConfig.loss_scale_period`=0 must be >= 1$"),
         ({"steps": "10"}, r"^`TrainConfig.steps`='10' must be of type int, got str$"),
         ({"steps": 10.0}, r"^`TrainConfig.steps`=10.0 must be of type int, got float$"),
     ],

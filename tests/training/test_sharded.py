@@ -1,6 +1,7 @@
 """`train` on a device mesh (4 fake CPU devices): data parallel batches, sharded weights
 and optimizer state, and checkpoints restored onto another layout."""
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -12,7 +13,7 @@ from jax.sharding import Mesh
 
 import jaxmake as jm
 from jaxmake.sharding import make_mesh
-from jaxmake.training import Batch, Task, TrainConfig, load_weights, shuffled_batches, train
+from jaxmake.training import Batch, LossScaledState, Task, TrainConfig, load_weights, shuffled_batches, train
 
 SPEC = {"w": jm.WeightParams((4, 2), axes=("embed", "mlp")), "b": jm.WeightParams((2,), init="zeros", axes=("mlp",))}
 RULES: jm.Rules = {"embed": "data", "mlp": "model"}  # FSDP and tensor parallel at once
@@ -52,6 +53,22 @@ def test_sharded_training_matches_one_device_and_restores_onto_other_layouts(tmp
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), onto_other.weights, sharded.weights)
     assert onto_other.weights["w"].sharding.mesh.shape == {"data": 4, "model": 1}
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), restored, sharded.weights)
+
+
+def test_loss_scaling_on_a_mesh_matches_one_device_and_restores_onto_another(tmp_path: Path) -> None:
+    config = dataclasses.replace(CONFIG, loss_scaling="dynamic", loss_scale_period=2)
+    key = jax.random.key(0)
+    single = train(TASK, jm.make_weights(key, SPEC), config, tmp_path / "single", progress="off")
+    mesh = _mesh((2, 2))
+    weights = jm.make_weights(key, SPEC, mesh=mesh, rules=RULES)
+    sharded = train(TASK, weights, config, tmp_path / "sharded", progress="off", mesh=mesh)
+    scales = [[entry["loss_scale"] for entry in run.history] for run in (single, sharded)]
+    assert scales == [[2.0**16, 2.0**16, 2.0**17, 2.0**18]] * 2  # doubled every 2 steps; entries at 2, 3, 4, 6
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), sharded.weights, single.weights)
+    other = jm.make_weights(key, SPEC, mesh=_mesh((4, 1)), rules=RULES)
+    onto_other = train(TASK, other, config, tmp_path / "sharded", resume=True, progress="off", mesh=_mesh((4, 1)))
+    assert isinstance(onto_other.opt_state, LossScaledState)
+    jax.tree.map(np.testing.assert_array_equal, onto_other.opt_state.loss_scale, sharded.opt_state.loss_scale)
 
 
 def test_batches_that_do_not_split_are_one_line_errors(tmp_path: Path) -> None:
