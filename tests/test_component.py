@@ -76,8 +76,10 @@ def test_calls_choose_the_process_by_input_names_and_outputs(getkey: Any) -> Non
     )
     np.testing.assert_array_equal(two({}, x), x + 1)  # the process whose only output is `Output`
     assert set(two.run({}, {"Input": x}, outputs=("Output", "extra"))) == {"Output", "extra"}
+    assert set(two.run({}, {"Input": x})) == {"Output", "extra"}, "the process whose outputs include the other's"
+    three = jm.Component({}, {**two.processes, jm.make_ports("Input", "other"): lambda w, i: {"other": i["Input"]}})
     with pytest.raises(jm.ArgumentError, match=r"has more than one process taking \['Input'\]; choose with `outputs=`"):
-        two.run({}, {"Input": x})
+        three.run({}, {"Input": x})
     with pytest.raises(jm.ArgumentError, match=r"has no process taking \['Input', 'mask'\] that gives `Output`"):
         two({}, x, mask=x)
 
