@@ -101,9 +101,10 @@ def test_train_chars_records_its_precision_and_samples(
     assert ("loss_scale" in history[-1]) == (loss_scaling == "dynamic")
     spec = Gpt.make(Gpt(**gpt)).weight_params
     assert {leaf.dtype for leaf in jax.tree.leaves(training.load_weights(out, spec))} == {np.dtype("float32")}
-    capsys.readouterr()
-    assert main(["sample", "--run", str(out), "--prompt", "the ", "--tokens", "5"]) == 0
-    assert len(capsys.readouterr().out.rstrip("\n")) == 4 + 5
+    if precision == "bf16":  # sampling reads the run's config, whatever its dtype: once is enough
+        capsys.readouterr()
+        assert main(["sample", "--run", str(out), "--prompt", "the ", "--tokens", "5"]) == 0
+        assert len(capsys.readouterr().out.rstrip("\n")) == 4 + 5
 
 
 def test_resume_finishes_an_interrupted_run_exactly(chars_run: Path, text_file: Path, tmp_path: Path) -> None:

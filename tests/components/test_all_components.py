@@ -17,7 +17,9 @@ import jaxmake as jm
 from jaxmake import components as jmc
 from jaxmake.testing import assert_contracts, configs, invalid_configs
 
-# Each library config class, with the fields held fixed to make cross-field rules easy to meet.
+# Each library config class, with the fields held fixed to make cross-field rules easy to meet
+# (and `scan_unroll` at 1: it only multiplies compile time here; tests/components/test_transformer.py
+# checks that unrolling changes nothing).
 LIBRARY: dict[type[Any], dict[str, Any]] = {
     jmc.Linear: {},
     jmc.Mlp: {},
@@ -31,7 +33,7 @@ LIBRARY: dict[type[Any], dict[str, Any]] = {
     jmc.Patches: {"h": 4, "w": 6, "n_sections_h": 2, "n_sections_w": 3, "mlp_n_hidden": (4,)},
     jmc.SelfMultiHeadAttn: {"n_heads": 2, "dim_model": 4},
     jmc.TransformerLayer: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,)},
-    jmc.TransformerEncoder: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,), "n_tfe_layers": 2},
+    jmc.TransformerEncoder: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,), "n_tfe_layers": 2, "scan_unroll": 1},
     jmc.Vit: {
         "n_heads": 2,
         "dim_model": 4,
@@ -40,8 +42,10 @@ LIBRARY: dict[type[Any], dict[str, Any]] = {
         "hwc": (4, 4, 1),
         "n_patches_side": 2,
         "mlp_n_hidden_patches": (4,),
+        "scan_unroll": 1,
     },
-    jmc.Gpt: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,), "n_tfe_layers": 1, "vocab_size": 5, "n_ctx": 4},
+    jmc.Gpt: {"n_heads": 2, "dim_model": 4, "mlp_n_hidden": (4,), "n_tfe_layers": 1, "vocab_size": 5, "n_ctx": 4}
+    | {"scan_unroll": 1},
 }
 
 
