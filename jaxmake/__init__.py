@@ -7,8 +7,10 @@ from jaxmake._component import Component as Component
 from jaxmake._component import DimsSource as DimsSource
 from jaxmake._component import FixedPipeline as FixedPipeline
 from jaxmake._component import FixedProcess as FixedProcess
+from jaxmake._component import FixedStatefulPipeline as FixedStatefulPipeline
 from jaxmake._component import Pipeline as Pipeline
 from jaxmake._component import Process as Process
+from jaxmake._component import StatefulPipeline as StatefulPipeline
 from jaxmake._component import current_path as current_path
 from jaxmake._component import scope as scope
 from jaxmake._compose import Child as Child
@@ -19,6 +21,7 @@ from jaxmake._compose import merge_params as merge_params
 from jaxmake._compose import sequential as sequential
 from jaxmake._config import Config as Config
 from jaxmake._draw import fold_in_name as fold_in_name
+from jaxmake._draw import make_state as make_state
 from jaxmake._draw import make_weights as make_weights
 from jaxmake._errors import ArgumentError as ArgumentError
 from jaxmake._errors import ConfigError as ConfigError
@@ -34,6 +37,7 @@ from jaxmake._partition import weight_shardings as weight_shardings
 from jaxmake._ports import Input as Input
 from jaxmake._ports import Output as Output
 from jaxmake._ports import ProcessPorts as ProcessPorts
+from jaxmake._ports import State as State
 from jaxmake._ports import make_ports as make_ports
 from jaxmake._ports import pipeline_ports as pipeline_ports
 from jaxmake._weights import ArrayGen as ArrayGen

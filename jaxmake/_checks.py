@@ -45,9 +45,9 @@ from jaxmake._annotations import (
     shape_of,
     variadic_names,
 )
-from jaxmake._errors import JaxMakeError, ShapeError, array_str, value_repr
-from jaxmake._ports import ProcessPorts
-from jaxmake._weights import WeightParamsTree, Weights, abstract_weights
+from jaxmake._errors import JaxMakeError, ShapeError, WeightsError, array_str, value_repr
+from jaxmake._ports import ProcessPorts, State
+from jaxmake._weights import WeightParamsTree, Weights, abstract_weights, check_weights
 
 ProcessFn = Callable[[Weights, Mapping[str, Any], Any], Mapping[str, Any]]
 
@@ -106,8 +106,10 @@ class _Site:
         limits: Mapping[str, int],
         caller: str | None = None,
         origins: Mapping[str, str] | None = None,
+        state_params: WeightParamsTree | None = None,
     ) -> None:
         self.path, self.ports, self.dims, self.limits, self.caller = path, ports, dims, limits, caller
+        self.state_params = state_params or {}
         self.origins = {dim: (origins or {}).get(dim, "component dims") for dim in dims}
 
     @_in_callers_memo
@@ -119,6 +121,9 @@ class _Site:
 
     @_in_callers_memo
     def check(self, side: str, name: str, hint: Any, value: Any) -> None:
+        if name == State:
+            self.check_state(side, value)
+            return
         if hint is None:
             return
         if is_bearable(value, hint):
@@ -142,6 +147,16 @@ class _Site:
             except BeartypeDoorHintViolation as violation:
                 reason = str(violation)
         raise ShapeError(self._message(side, name, hint, value, reason))
+
+    def check_state(self, side: str, value: Any) -> None:
+        """Check a `State` port against the component's `state_params` (keys, shapes, dtypes)."""
+        try:
+            check_weights(self.state_params, value if isinstance(value, Mapping) else {})
+            if not isinstance(value, Mapping):
+                raise WeightsError(f"the state is a dict of arrays, got {array_str(value)}")
+        except WeightsError as error:
+            detail = str(error).replace("the weights do not match their spec", "it does not match `state_params`")
+            raise ShapeError(f"{self._where()}, {side} port '{State}'\n  {detail}") from None
 
     @_in_callers_memo
     def check_names(self, side: str, expected: frozenset[str], given: object) -> None:
@@ -192,12 +207,14 @@ def checked_process(
     dims: Mapping[str, int],
     limits: Mapping[str, int] | None = None,
     origins: Mapping[str, str] | None = None,
+    state_params: WeightParamsTree | None = None,
 ) -> ProcessFn:
     """Wrap `process` so that every call checks its ports against their annotations.
 
     Dims in `dims` are bound before the first port is checked (messages say where each
     came from, as `origins` gives it: `Linear.n_in`); a free dim named in `limits` may not
-    exceed its limit. Under `jax.jit` the checks run at trace time only.
+    exceed its limit; a `State` port must match `state_params`. Under `jax.jit` the checks
+    run at trace time only.
 
     Raises:
         ShapeError: a port is missing, unexpected, or does not match its annotation.
@@ -205,7 +222,7 @@ def checked_process(
 
     @functools.wraps(process)
     def checked(weights: Weights, inputs: Mapping[str, Any], rng: Any) -> Mapping[str, Any]:
-        site = _Site(path, ports, dims, limits or {}, origins=origins)
+        site = _Site(path, ports, dims, limits or {}, origins=origins, state_params=state_params)
         with _bound_dims(dims):
             site.check_ports("input", ports.input_types, inputs)
             outputs = process(weights, inputs, rng)
@@ -239,6 +256,7 @@ class Contract:
         weights: its weights as `jax.ShapeDtypeStruct`s.
         output_dtypes: the output dtypes seen for the input dtypes it was checked with.
         origins: where each bound dim came from.
+        state_params: the spec of its `State` port (`{}` without one).
     """
 
     ports: ProcessPorts
@@ -248,6 +266,7 @@ class Contract:
     weights: Any
     output_dtypes: Mapping[tuple[str, ...], Mapping[str, Any]]
     origins: Mapping[str, str]
+    state_params: WeightParamsTree
 
     def outputs(self, weights: Weights, inputs: Mapping[str, Any]) -> dict[str, jax.Array] | None:
         """Zeros shaped as the output annotations promise for these inputs.
@@ -258,17 +277,30 @@ class Contract:
         """
         if not _same_avals(weights, self.weights):
             return None
-        site = _Site(self.path, self.ports, self.dims, self.limits, caller=_CHECKING.get(), origins=self.origins)
+        site = _Site(
+            self.path,
+            self.ports,
+            self.dims,
+            self.limits,
+            caller=_CHECKING.get(),
+            origins=self.origins,
+            state_params=self.state_params,
+        )
         with _bound_dims(self.dims):
             site.check_ports("input", self.ports.input_types, inputs)
             memo, variadic = get_shape_memo()[:2]
             batch = {name: shape for name, (_, shape) in variadic.items()}
-            shapes = [(name, shape_of(hint, memo, batch)) for name, hint in self.ports.output_types.items()]
+            arrays = {name: hint for name, hint in self.ports.output_types.items() if name != State}
+            shapes = [(name, shape_of(hint, memo, batch)) for name, hint in arrays.items()]
         dtypes = self.output_dtypes.get(_dtypes_of(self.ports, inputs))
         if dtypes is None:
             return None
-        outputs = {name: jnp.zeros(shape, dtypes[name]) for name, shape in shapes if shape is not None}
-        return outputs if len(outputs) == len(shapes) else None
+        outputs: dict[str, Any] = {name: jnp.zeros(shape, dtypes[name]) for name, shape in shapes if shape is not None}
+        if len(outputs) != len(shapes):
+            return None
+        if State in self.ports.outputs:
+            outputs[State] = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract_weights(self.state_params))
+        return outputs
 
 
 def stand_in(process: ProcessFn, contract: Contract) -> ProcessFn:
@@ -298,11 +330,16 @@ def check_contract(
     uses_rng: bool,
     limits: Mapping[str, int] | None = None,
     origins: Mapping[str, str] | None = None,
+    state_params: WeightParamsTree | None = None,
+    axis_names: tuple[str, ...] = (),
 ) -> Contract | None:
     """Check a process's declared contract on abstract values, for two sizes of each free dim.
 
     Processes of other components that it calls stand in by their own contracts (see
-    `stand_in`), so only this process's own body is traced.
+    `stand_in`), so only this process's own body is traced. A `State` port takes the
+    arrays of `state_params`. Each of `axis_names` is bound as a named axis of size 1 (as
+    `jax.vmap(..., axis_name=)` binds it), so that a process that averages over the
+    examples of a batch (`jax.lax.pmean(x, "batch")`) can be checked on one example.
 
     Returns:
         The verified contract, or `None` where it could not be checked: only processes
@@ -313,37 +350,52 @@ def check_contract(
         ShapeError: an output does not follow from the inputs and the weights, or the
             process fails on inputs that match its annotations.
     """
-    hints = ports.input_types
+    hints = {name: hint for name, hint in ports.input_types.items() if name != State}
     if not contracts_enabled() or not hints or not all(map(can_build, hints.values())):
         return None
     limits = limits or {}
     origins = origins or {}
-    wrapped = checked_process(process, ports, path=path, dims=dims, limits=limits, origins=origins)
+    state_params = state_params or {}
+    wrapped = checked_process(
+        process, ports, path=path, dims=dims, limits=limits, origins=origins, state_params=state_params
+    )
+    for axis_name in axis_names:  # bound as a size-1 `vmap` axis over which nothing is mapped
+        wrapped = jax.vmap(wrapped, in_axes=None, out_axes=None, axis_size=1, axis_name=axis_name)
     weights = abstract_weights(weight_params)
     rng = jax.ShapeDtypeStruct((), _key_dtype()) if uses_rng else None
     output_dtypes: dict[tuple[str, ...], Mapping[str, Any]] = {}
     for attempt in range(2):
-        inputs = abstract_inputs(ports, dims, attempt, limits)
+        inputs = abstract_inputs(ports, dims, attempt, limits, abstract_weights(state_params))
         token = _CHECKING.set(path)
         try:
             outputs = jax.eval_shape(wrapped, weights, inputs, rng)
         except JaxMakeError:
             raise
         except Exception as error:
-            shapes = ", ".join(f"{name}={array_str(x)}" for name, x in inputs.items())
+            shapes = ", ".join(f"{name}={array_str(x)}" for name, x in inputs.items() if name != State)
             raise ShapeError(
                 f"ShapeError in {path or 'a component'}, process {ports}\n"
                 f"  the process failed on abstract inputs that match its annotations: {shapes}\n"
                 f"  bound:    {', '.join(f'{d}={value_repr(s)}' for d, s in dims.items()) or 'nothing'}\n"
-                f"  error:    {type(error).__name__}: {error}"
+                f"  error:    {type(error).__name__}: {error}{_axis_hint(error, axis_names)}"
             ) from error
         finally:
             _CHECKING.reset(token)
-        output_dtypes[_dtypes_of(ports, inputs)] = {name: x.dtype for name, x in outputs.items()}
+        output_dtypes[_dtypes_of(ports, inputs)] = {name: getattr(x, "dtype", None) for name, x in outputs.items()}
     records = _RECORDS.get()
     if records is not None:
         records.append(f"{path or '(top level)'}: {ports}")
-    return Contract(ports, path, dims, limits, weights, output_dtypes, origins)
+    return Contract(ports, path, dims, limits, weights, output_dtypes, origins, state_params)
+
+
+def _axis_hint(error: Exception, axis_names: tuple[str, ...]) -> str:
+    """A hint for a process that reduces over a named axis its component does not declare."""
+    if not isinstance(error, NameError) or "axis name" not in str(error):
+        return ""
+    return (
+        f"\n  hint:     a process (or a child's) averages over a named axis (such as `BatchNorm(axis_name=...)`); "
+        f"declare it with `axis_names=` (a parent: `axis_names=c.axis_names`); declared: {list(axis_names)}"
+    )
 
 
 def _dtypes_of(ports: ProcessPorts, inputs: Mapping[str, Any]) -> tuple[str, ...]:
@@ -362,9 +414,13 @@ def _same_avals(tree: Any, abstract: Any) -> bool:
 
 
 def abstract_inputs(
-    ports: ProcessPorts, dims: Mapping[str, int], attempt: int, limits: Mapping[str, int] | None = None
-) -> dict[str, jax.ShapeDtypeStruct]:
-    """`ShapeDtypeStruct` inputs matching the input annotations.
+    ports: ProcessPorts,
+    dims: Mapping[str, int],
+    attempt: int,
+    limits: Mapping[str, int] | None = None,
+    state: Any = None,
+) -> dict[str, Any]:
+    """`ShapeDtypeStruct` inputs matching the input annotations (and `state` for a `State` port).
 
     Bound dims take their size from `dims`. Free dims take distinct sizes of at least 2
     that differ from every bound size (so that a swapped dimension cannot pass by
@@ -392,8 +448,11 @@ def abstract_inputs(
     sizes.update(zip(unlimited, sizes_now))
     rest = iter(sizes_now[len(unlimited) :])
     batch = {n: (next(rest), next(rest)) if attempt else () for n in variadic}
-    inputs = {}
+    inputs: dict[str, Any] = {}
     for name, hint in ports.input_types.items():
+        if name == State:
+            inputs[name] = {} if state is None else state
+            continue
         shape = shape_of(hint, sizes, batch, anonymous=3)
         assert shape is not None, "every named dim of an input annotation has a size"
         inputs[name] = jax.ShapeDtypeStruct(shape, build_dtype(hint))

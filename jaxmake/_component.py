@@ -10,6 +10,12 @@ contract instead of being traced again (see `jaxmake._checks.stand_in`).
 One calling convention serves every component: `component(weights, x, rng=None, **side_inputs)`
 runs the process whose inputs are `Input` plus the side inputs and returns its `Output`;
 `component.run(weights, inputs, rng)` returns every output.
+
+State (arrays that are not trained, such as BatchNorm's running statistics) is one more
+port: a component declares its spec as `state_params` next to its `weight_params`; a
+stateful process takes the state tree at its `State` input and, in training, returns the
+new one at its `State` output. Nothing is hidden or mutated: `component.apply(weights, x,
+state, train=True)` returns the output and the new state.
 """
 
 import inspect
@@ -19,14 +25,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from jax import Array
 
 from jaxmake._annotations import dim_names
 from jaxmake._checks import check_contract, checked_process, stand_in
 from jaxmake._errors import ArgumentError, checks_own_arguments, value_repr
-from jaxmake._ports import Input, Output, ProcessPorts, make_ports, pipeline_ports
+from jaxmake._ports import Input, Output, ProcessPorts, State, make_ports, pipeline_ports
 from jaxmake._weights import WeightParamsTree, Weights
 
 Process: TypeAlias = Callable[[Weights, Mapping[str, Array], Array | None], Mapping[str, Array]]
@@ -37,6 +43,23 @@ Pipeline: TypeAlias = Callable[[Weights, Array, Array | None], Array]
 """`(weights, x, rng) -> y`: the process `(Input) -> (Output)` on bare arrays."""
 FixedPipeline: TypeAlias = Callable[[Weights, Array], Array]
 """A pipeline that uses no randomness: `(weights, x) -> y`."""
+
+
+@runtime_checkable
+class StatefulPipeline(Protocol):
+    """`(weights, x, state, rng, *, train) -> (y, new_state)`: a pipeline with state (see `from_stateful`)."""
+
+    def __call__(
+        self, weights: Weights, x: Array, state: Weights, rng: Array | None, /, *, train: bool
+    ) -> tuple[Array, Weights]: ...
+
+
+@runtime_checkable
+class FixedStatefulPipeline(Protocol):
+    """`(weights, x, state, *, train) -> (y, new_state)`: a stateful pipeline that uses no randomness."""
+
+    def __call__(self, weights: Weights, x: Array, state: Weights, /, *, train: bool) -> tuple[Array, Weights]: ...
+
 
 DimsSource: TypeAlias = Mapping[str, int] | object | list[Mapping[str, int] | object] | None
 """What binds a component's named dims: a mapping `{"n_tokens": 50}`; a config, whose int
@@ -85,6 +108,13 @@ class Component:
             make-time checks stay within them and checked calls enforce them.
         path: where it sits in the model; defaults to the enclosing `scope` blocks (a
             config's `make` opens one named after its class).
+        state_params: the spec of its state, as `weight_params` is of its weights: arrays
+            that are not trained, initialised by `make_state` (their inits must be
+            constants); a process with a `State` port takes (and may return) that tree.
+        axis_names: the named axes its processes average over (`jax.lax.pmean(x, "batch")`,
+            bound by `jax.vmap(..., axis_name="batch")`); make-time checks bind each as an
+            axis of size 1. A parent whose children declare some passes them on
+            (`axis_names=c.axis_names`).
 
     Raises:
         ShapeError: an annotated process does not meet its contract (at construction,
@@ -106,6 +136,8 @@ class Component:
     dims: Mapping[str, int]
     limits: Mapping[str, int]
     path: str
+    state_params: WeightParamsTree
+    axis_names: tuple[str, ...]
     _origins: Mapping[str, str] = field(repr=False)
 
     @checks_own_arguments
@@ -118,6 +150,8 @@ class Component:
         dims: DimsSource = None,
         limits: Mapping[str, int] | None = None,
         path: str | None = None,
+        state_params: WeightParamsTree | None = None,
+        axis_names: Iterable[str] = (),
     ) -> None:
         set_field = object.__setattr__
         set_field(self, "path", _default_path(dims, next(iter(processes.values()), None)) if path is None else path)
@@ -141,7 +175,12 @@ class Component:
                     )
         if set(sizes) & set(limits):
             raise self._error(f"{sorted(set(sizes) & set(limits))} are both bound and limited")
+        axis_names = tuple(axis_names)
+        if not all(isinstance(name, str) and name for name in axis_names):
+            raise self._error(f"`axis_names` must be non-empty strings, got {value_repr(axis_names)}")
         set_field(self, "weight_params", weight_params)
+        set_field(self, "state_params", {} if state_params is None else state_params)
+        set_field(self, "axis_names", tuple(dict.fromkeys(axis_names)))
         set_field(self, "fixed", fixed_ports)
         set_field(self, "dims", MappingProxyType(sizes))
         set_field(self, "limits", MappingProxyType(limits))
@@ -160,6 +199,8 @@ class Component:
             uses_rng=ports not in self.fixed,
             limits=self.limits,
             origins=self._origins,
+            state_params=self.state_params,
+            axis_names=self.axis_names,
         )
         return process if contract is None else stand_in(process, contract)
 
@@ -211,6 +252,63 @@ class Component:
             process = lambda w, inputs: {Output: run_fixed(w, inputs[Input])}  # noqa: E731
         return cls(weight_params, {ports: process}, fixed=fixed, dims=dims, limits=limits, path=path)
 
+    @classmethod
+    def from_stateful(
+        cls,
+        weight_params: WeightParamsTree,
+        state_params: WeightParamsTree,
+        pipeline: StatefulPipeline | FixedStatefulPipeline,
+        ports: ProcessPorts | None = None,
+        *,
+        fixed: bool = False,
+        dims: DimsSource = None,
+        limits: Mapping[str, int] | None = None,
+        axis_names: Iterable[str] = (),
+    ) -> "Component":
+        """A component with state, from one function `(weights, x, state, rng, *, train) -> (y, new_state)`.
+
+        It gives two processes, told apart by their outputs:
+
+        * training, `(Input, State) -> (Output, State)`: `pipeline(..., train=True)`;
+        * evaluation, `(Input, State) -> (Output)`: `pipeline(..., train=False)`, whose
+          new state is dropped (evaluation reads the state, never changes it).
+
+        `component.apply(weights, x, state, train=...)` runs the one asked for. The ports'
+        annotations are the pipeline's, of `x` and of the first item of its return
+        (`tuple[Float[Array, "h w c"], jm.Weights]`), unless `ports` (a pipeline's) gives
+        them; the state's contract is `state_params`. The rng is the fourth positional
+        parameter, as for `from_pipeline` the third.
+        """
+        x_hint, y_hint = _stateful_hints(pipeline, ports)
+        path = _default_path(dims, pipeline)
+        run: StatefulPipeline = (
+            typing.cast(StatefulPipeline, pipeline)
+            if _takes_rng(pipeline, slots=4)
+            else _with_ignored_rng(typing.cast(FixedStatefulPipeline, pipeline))
+        )
+
+        def train(weights: Weights, inputs: Mapping[str, Any], rng: Array | None) -> dict[str, Any]:
+            y, new_state = run(weights, inputs[Input], inputs[State], rng, train=True)
+            return {Output: y, State: new_state}
+
+        def evaluate(weights: Weights, inputs: Mapping[str, Any], rng: Array | None) -> dict[str, Any]:
+            return {Output: run(weights, inputs[Input], inputs[State], rng, train=False)[0]}
+
+        processes: dict[ProcessPorts, Process] = {
+            make_ports({Input: x_hint, State: None}, {Output: y_hint, State: None}): train,
+            make_ports({Input: x_hint, State: None}, {Output: y_hint}): evaluate,
+        }
+        return cls(
+            weight_params,
+            processes,
+            fixed=fixed or not _takes_rng(pipeline, slots=4),
+            dims=dims,
+            limits=limits,
+            path=path,
+            state_params=state_params,
+            axis_names=axis_names,
+        )
+
     from_fixed_pipeline = from_pipeline
     """Alias of `from_pipeline` (which takes fixed pipelines too), kept from the seed's vocabulary."""
     from_fixed_process = from_process
@@ -250,6 +348,34 @@ class Component:
         wanted = None if outputs is None else frozenset((outputs,) if isinstance(outputs, str) else outputs)
         ports = self._find(frozenset(inputs), None, wanted)
         return self.processes[ports](weights, inputs, self._rng_for(ports, rng))
+
+    def apply(
+        self,
+        weights: Weights,
+        x: Array,
+        state: Weights,
+        /,
+        rng: Array | None = None,
+        *,
+        train: bool,
+        **side_inputs: Array,
+    ) -> tuple[Array, Weights]:
+        """`(y, new_state)` of a stateful process: its `Output`, and its new state in training.
+
+        With `train=True` it runs the process `(Input, State, *side_inputs) -> (Output,
+        State)` (batch statistics, updated running values); with `train=False` the process
+        `(Input, State, *side_inputs) -> (Output)` (the running values), and returns `state`
+        itself as the new state.
+
+        Raises:
+            ArgumentError: the component has no such process.
+        """
+        inputs: dict[str, Any] = {Input: x, State: state, **side_inputs}
+        wanted = frozenset((Output, State) if train else (Output,))
+        ports = self._find(frozenset(inputs), None, wanted)
+        outputs = self.processes[ports](weights, inputs, self._rng_for(ports, rng))
+        new_state: Weights = outputs[State] if train else state  # type: ignore[assignment]  # a tree, not an array
+        return outputs[Output], new_state
 
     def _rng_for(self, ports: ProcessPorts, rng: Array | None) -> Array | None:
         return None if ports in self.fixed else rng
@@ -324,7 +450,13 @@ class Component:
         """
         stored = next((p for p in self.processes if p == ports), ports)  # the stored ports carry the annotations
         return checked_process(
-            self.get_process(ports), stored, path=self.path, dims=self.dims, limits=self.limits, origins=self._origins
+            self.get_process(ports),
+            stored,
+            path=self.path,
+            dims=self.dims,
+            limits=self.limits,
+            origins=self._origins,
+            state_params=self.state_params,
         )
 
     @property
@@ -341,8 +473,8 @@ class Component:
         return f"It has: {', '.join(listed) or 'no processes'}"
 
 
-def _takes_rng(fn: Callable[..., Any]) -> bool:
-    """Whether `fn` takes an rng: a third positional parameter without a default, or defaulting to `None`.
+def _takes_rng(fn: Callable[..., Any], slots: int = 3) -> bool:
+    """Whether `fn` takes an rng: a third (`slots`-th) positional parameter without a default, or defaulting to `None`.
 
     A parameter with another default (`inner=inner`, binding a loop variable) is not one.
     """
@@ -351,8 +483,8 @@ def _takes_rng(fn: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):  # no signature to read: assume the full form
         return True
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    slots = [p for p in parameters if p.kind in positional and p.default in (inspect.Parameter.empty, None)]
-    return len(slots) >= 3 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+    positional_slots = [p for p in parameters if p.kind in positional and p.default in (inspect.Parameter.empty, None)]
+    return len(positional_slots) >= slots or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
 
 
 def _as_process(fn: Process | FixedProcess) -> Process:
@@ -361,6 +493,23 @@ def _as_process(fn: Process | FixedProcess) -> Process:
         return typing.cast(Process, fn)
     fixed = typing.cast(FixedProcess, fn)
     return lambda weights, inputs, rng: fixed(weights, inputs)
+
+
+def _with_ignored_rng(pipeline: FixedStatefulPipeline) -> StatefulPipeline:
+    def run(weights: Weights, x: Array, state: Weights, rng: Array | None, /, *, train: bool) -> tuple[Array, Weights]:
+        return pipeline(weights, x, state, train=train)
+
+    return run
+
+
+def _stateful_hints(fn: Callable[..., Any], ports: ProcessPorts | None) -> tuple[Any, Any]:
+    """The annotations of a stateful pipeline's `x` and `y`: from `ports`, else from its own annotations."""
+    if ports is not None:
+        return _pipeline_ports(fn, ports).input_types[Input], ports.output_types[Output]
+    hints = typing.get_type_hints(fn) if inspect.isfunction(fn) else {}
+    params = list(inspect.signature(fn).parameters)
+    returned = typing.get_args(hints.get("return"))
+    return hints.get(params[1]) if len(params) > 1 else None, returned[0] if returned else None
 
 
 def _pipeline_ports(fn: Callable[..., Any], ports: ProcessPorts | None) -> ProcessPorts:

@@ -7,6 +7,10 @@ its call reads from the parent's weights:
     c = jm.make_children(norm=LayerNorm(8), fc1=Linear(8, 32), fc2=Linear(32, 8))
     spec = c.weight_params                       # {"norm": ..., "fc1": ..., "fc2": ...}
     y = c.fc2(weights, gelu(c.fc1(weights, c.norm(weights, x))))   # the parent's weights
+
+Children with state compose the same way: `c.state_params` holds the state spec of each
+child that has one, under its name, and `c.bn.apply(weights, x, state, train=train)`
+reads `state["bn"]` and returns the child's output and its new state.
 """
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,6 +57,23 @@ class Child:
         """`component.run(weights[name], inputs, rng, outputs=outputs)`: see `Component.run`."""
         return self.component.run(self.weights(weights), inputs, rng, outputs=outputs)
 
+    def apply(
+        self,
+        weights: Weights,
+        x: Array,
+        state: Weights,
+        /,
+        rng: Array | None = None,
+        *,
+        train: bool,
+        **side_inputs: Array,
+    ) -> tuple[Array, Weights]:
+        """`component.apply(weights[name], x, state[name], rng, train=train)`: see `Component.apply`.
+
+        Returns the child's output and its new state (its own, to store under `name`).
+        """
+        return self.component.apply(self.weights(weights), x, self.state(state), rng, train=train, **side_inputs)
+
     def weights(self, weights: Weights) -> Weights:
         """The child's slice of its parent's weights, `weights[name]`.
 
@@ -60,13 +81,24 @@ class Child:
             WeightsError: `weights` has no `name` (the child was given its own weights, or
                 another component's).
         """
-        if not isinstance(weights, Mapping) or self.name not in weights:
-            held = sorted(map(str, weights)) if isinstance(weights, Mapping) else type(weights).__name__
+        return self._slice(weights, "weights")
+
+    def state(self, state: Weights) -> Weights:
+        """The child's slice of its parent's state, `state[name]`.
+
+        Raises:
+            WeightsError: `state` has no `name`.
+        """
+        return self._slice(state, "state")
+
+    def _slice(self, tree: Weights, what: str) -> Weights:
+        if not isinstance(tree, Mapping) or self.name not in tree:
+            held = sorted(map(str, tree)) if isinstance(tree, Mapping) else type(tree).__name__
             raise WeightsError(
-                f"child `{self.name}` (`{self.component.path}`) is called on its parent's weights, which hold "
+                f"child `{self.name}` (`{self.component.path}`) is called on its parent's {what}, which hold "
                 f"it under `{self.name}`; these hold {held}"
             )
-        part: Weights = weights[self.name]
+        part: Weights = tree[self.name]
         return part
 
 
@@ -84,6 +116,16 @@ class Children(Mapping[str, Child]):
     def weight_params(self) -> dict[str, WeightParamsTree]:
         """The parent's weight spec: `{name: child.component.weight_params}`."""
         return merge_params(self)
+
+    @property
+    def state_params(self) -> dict[str, WeightParamsTree]:
+        """The parent's state spec: `{name: child.component.state_params}` for each child that has state."""
+        return {name: child.component.state_params for name, child in self.items() if child.component.state_params}
+
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        """The named axes the children average over (see `Component.axis_names`), for the parent to declare."""
+        return tuple(dict.fromkeys(name for child in self.values() for name in child.component.axis_names))
 
     def __getitem__(self, name: str) -> Child:
         if name not in self._children:

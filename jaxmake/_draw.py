@@ -31,7 +31,7 @@ from jax.sharding import Mesh, Sharding
 
 from jaxmake._errors import ArgumentError, WeightsError, array_str, checks_own_arguments
 from jaxmake._partition import Rules, weight_shardings
-from jaxmake._weights import WeightParams, WeightParamsTree, Weights, check_spec
+from jaxmake._weights import WeightParams, WeightParamsTree, Weights, check_spec, param_leaves
 
 # Standard deviation of a standard normal truncated to [-2, 2].
 _TRUNCATED_NORMAL_STD = 0.87962566103423978
@@ -89,6 +89,41 @@ def make_weights(
         raise ArgumentError(f"`make_weights` takes `mesh` and `rules` together; got `{given}` but no `{missing}`")
     shardings = tuple(_leaves(weight_shardings(weight_params, mesh, rules)))
     return _program(_frozen(weight_params), shardings)(rng)
+
+
+@checks_own_arguments
+def make_state(state_params: WeightParamsTree, *, mesh: Mesh | None = None, rules: Rules | None = None) -> Weights:
+    """The initial state of a component: the arrays of its `state_params`, which take no key.
+
+    State (BatchNorm's running mean and variance) starts from constants: every init must
+    be `"zeros"`, `"ones"` or a number.
+
+    Args:
+        state_params: the state spec, `component.state_params`.
+        mesh, rules: as for `make_weights`.
+
+    Returns:
+        A nested dict of arrays with the keys, shapes and dtypes of the spec.
+
+    Raises:
+        WeightsError: an init is random, naming its path; or as `make_weights`.
+
+    Example:
+        >>> make_state({"bn": {"mean": WeightParams((3,), init="zeros"), "var": WeightParams((3,), init="ones")}})
+        {'bn': {'mean': Array([0., 0., 0.], dtype=float32), 'var': Array([1., 1., 1.], dtype=float32)}}
+    """
+    check_spec(state_params)
+    random = [
+        path
+        for path, spec in param_leaves(state_params)
+        if spec.init not in ("zeros", "ones") and isinstance(spec.init, str)
+    ]
+    if random:
+        raise WeightsError(
+            f"state starts from constants (init 'zeros', 'ones' or a number), but {random} "
+            f"{'has' if len(random) == 1 else 'have'} a random init; put random arrays in `weight_params`"
+        )
+    return make_weights(jr.key(0), state_params, mesh=mesh, rules=rules)
 
 
 def _check_fits(specs: tuple[WeightParams, ...], shardings: tuple[Sharding, ...] | None) -> None:

@@ -16,6 +16,10 @@ Input: Final = "Input"
 """The name of the main input port: the `x` of a pipeline."""
 Output: Final = "Output"
 """The name of the main output port: the `y` of a pipeline."""
+State: Final = "State"
+"""The name of the state port: a stateful process takes its component's state tree (the arrays
+of its `state_params`, such as running statistics) here and, in training, returns the new one.
+Its contract is the component's `state_params`, not an annotation."""
 
 PortsSpec: TypeAlias = str | Iterable[str] | Mapping[str, Any]
 """One port name, several names, or a mapping of names to jaxtyping annotations (or `None`)."""

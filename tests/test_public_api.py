@@ -50,6 +50,10 @@ PUBLIC = [
     "ShardingError",
     "partition_spec",
     "weight_shardings",
+    "FixedStatefulPipeline",
+    "State",
+    "StatefulPipeline",
+    "make_state",
 ]
 
 

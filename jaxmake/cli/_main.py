@@ -29,7 +29,7 @@ from jaxmake.cli._commands import Check, Sample, Summary, TrainChars, TrainDigit
 
 @dataclasses.dataclass(frozen=True)
 class Train:
-    """Train a bundled model: `digits` (a ViT on handwritten digits) or `chars` (a GPT on text)."""
+    """Train a bundled model: `digits` (a ViT or a ResNet on handwritten digits) or `chars` (a GPT on text)."""
 
     job: (
         Annotated[TrainDigits, tyro.conf.subcommand("digits", prefix_name=False)]

@@ -1,6 +1,6 @@
-"""The two bundled training jobs: a ViT on handwritten digits, a GPT on characters."""
+"""The bundled training jobs: a ViT or a ResNet on handwritten digits, a GPT on characters."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -12,7 +12,7 @@ from jax import Array
 
 import jaxmake as jm
 from jaxmake import data, training
-from jaxmake.components import LOSS_PORTS, Gpt, Vit, softmax_cross_entropy
+from jaxmake.components import LOSS_PORTS, Gpt, ResNet, Vit, softmax_cross_entropy
 
 DIGITS_VIT = Vit(
     n_tfe_layers=2,
@@ -26,9 +26,14 @@ DIGITS_VIT = Vit(
     dict_size_output=10,
     dict_init_scale=0.1,
     pos_init_scale=0.02,
-    positional_encode_strategy="sum",
+    positional_encode_strategy="naive_sum",
+    pool="mean",
 )
-"""The seed's ViT adapted to 8x8 digits: four 4x4 patches, 2 layers of width 64."""
+"""The seed's ViT adapted to 8x8 digits: four 4x4 patches, 2 layers of width 64, additive
+positions and logits read from the mean of the patch tokens."""
+
+DIGITS_RESNET = ResNet(hwc=(8, 8, 1), n_classes=10, widths=(32, 64), blocks_per_stage=2)
+"""A small ResNet for 8x8 digits: 8x8x32, then 4x4x64, two residual blocks per stage."""
 
 CHARS_GPT_FIELDS: Mapping[str, Any] = {
     "n_ctx": 64,
@@ -44,27 +49,76 @@ CHARS_GPT_FIELDS: Mapping[str, Any] = {
 so that `--rules tp` can split the vocabulary over a `model` axis of up to 64 devices)."""
 
 
-def digits_task(vit: Vit, split: data.ArraySplit, batch_size: int, seed: int, augment: bool) -> training.Task:
-    """Cross-entropy of the ViT's logits on shuffled (and shifted) training batches."""
+def digits_task(
+    vit: Vit, split: data.ArraySplit, batch_size: int, seed: int, augment: bool, label_smoothing: float = 0.0
+) -> training.Task:
+    """Cross-entropy (with `label_smoothing`) of the ViT's logits on shuffled (and shifted) training batches."""
     component = Vit.make(vit)
     logits_of = component.get_process(jm.make_ports(jm.Input, "logits"))
 
     def loss(weights: jm.Weights, batch: Mapping[str, Array], rng: Array) -> tuple[Array, dict[str, Array]]:
         keys = jr.split(rng, batch["x"].shape[0])
         logits = jax.vmap(logits_of, in_axes=(None, 0, 0))(weights, {jm.Input: batch["x"]}, keys)["logits"]
-        accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32))
-        return softmax_cross_entropy(logits, batch["y"]).mean(), {"accuracy": accuracy}
+        return _classification_loss(logits, batch["y"], label_smoothing)
 
-    batches = training.shuffled_batches({"x": split.x_train, "y": split.y_train}, batch_size, seed)
     evaluate_logits = jax.jit(jax.vmap(lambda w, x: logits_of(w, {jm.Input: x}, None)["logits"], in_axes=(None, 0)))
+    return training.Task(
+        loss,
+        _digits_batches(split, batch_size, seed, augment),
+        lambda weights: _test_metrics(evaluate_logits(weights, split.x_test), split),
+    )
 
-    def evaluate(weights: jm.Weights) -> dict[str, float]:
-        logits = evaluate_logits(weights, split.x_test)
-        labels = jnp.asarray(split.y_test)
-        return {
-            "test_accuracy": float(jnp.mean(jnp.argmax(logits, -1) == labels)),
-            "test_loss": float(softmax_cross_entropy(logits, labels).mean()),
-        }
+
+def digits_resnet_task(
+    resnet: ResNet, split: data.ArraySplit, batch_size: int, seed: int, augment: bool, label_smoothing: float = 0.0
+) -> training.StatefulTask:
+    """Cross-entropy (with `label_smoothing`) of the ResNet's logits on shuffled (and shifted) batches, with state.
+
+    Training normalises by the batch's statistics (the BatchNorms average over the `vmap`
+    axis `resnet.axis_name`); evaluation uses the running ones.
+    """
+    component = ResNet.make(resnet)
+
+    def loss(
+        weights: jm.Weights, state: jm.Weights, batch: Mapping[str, Array], rng: Array
+    ) -> tuple[Array, tuple[dict[str, Array], jm.Weights]]:
+        def train(x: Array) -> tuple[Array, jm.Weights]:
+            return component.apply(weights, x, state, train=True)
+
+        logits, new_state = jax.vmap(train, axis_name=resnet.axis_name, out_axes=(0, None))(batch["x"])
+        value, metrics = _classification_loss(logits, batch["y"], label_smoothing)
+        return value, (metrics, new_state)
+
+    evaluate_logits = jax.jit(
+        jax.vmap(lambda w, s, x: component.apply(w, x, s, train=False)[0], in_axes=(None, None, 0))
+    )
+    return training.StatefulTask(
+        loss,
+        _digits_batches(split, batch_size, seed, augment),
+        lambda weights, state: _test_metrics(evaluate_logits(weights, state, split.x_test), split),
+    )
+
+
+def _classification_loss(logits: Array, labels: Array, label_smoothing: float) -> tuple[Array, dict[str, Array]]:
+    """The mean cross-entropy (with `label_smoothing`), and the batch's accuracy as a metric."""
+    accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+    return softmax_cross_entropy(logits, labels, label_smoothing).mean(), {"accuracy": accuracy}
+
+
+def _test_metrics(logits: Array, split: data.ArraySplit) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of the test images' logits."""
+    labels = jnp.asarray(split.y_test)
+    return {
+        "test_accuracy": float(jnp.mean(jnp.argmax(logits, -1) == labels)),
+        "test_loss": float(softmax_cross_entropy(logits, labels).mean()),
+    }
+
+
+def _digits_batches(
+    split: data.ArraySplit, batch_size: int, seed: int, augment: bool
+) -> Callable[[int], dict[str, npt.NDArray[Any]]]:
+    """Shuffled training batches, each image shifted by up to one pixel with `augment`."""
+    batches = training.shuffled_batches({"x": split.x_train, "y": split.y_train}, batch_size, seed)
 
     def batch(step: int) -> dict[str, npt.NDArray[Any]]:
         chosen = batches(step)
@@ -73,7 +127,7 @@ def digits_task(vit: Vit, split: data.ArraySplit, batch_size: int, seed: int, au
             "x": random_shifts(chosen["x"], np.random.default_rng((seed, step))) if augment else chosen["x"],
         }
 
-    return training.Task(loss, batch, evaluate)
+    return batch
 
 
 def random_shifts(images: npt.NDArray[Any], rng: np.random.Generator) -> npt.NDArray[Any]:

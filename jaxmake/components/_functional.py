@@ -28,10 +28,20 @@ def activation(name: Activation) -> Callable[[Array], Array]:
     return _ACTIVATIONS[name]
 
 
-def softmax_cross_entropy(logits: Float[Array, "*batch n"], labels: Int[Array, "*batch"]) -> Float[Array, "*batch"]:
-    """`-log softmax(logits)[label]` for integer class labels, per example."""
+def softmax_cross_entropy(
+    logits: Float[Array, "*batch n"], labels: Int[Array, "*batch"], label_smoothing: float = 0.0
+) -> Float[Array, "*batch"]:
+    """`-log softmax(logits)[label]` for integer class labels, per example.
+
+    With `label_smoothing` `s` in [0, 1), the target puts `1 - s` on the label and spreads
+    `s` evenly over all `n` classes (Szegedy et al., 2016): `(1 - s) * nll - s * mean(log
+    softmax(logits))`, as `optax.smooth_labels` then cross-entropy.
+    """
     log_probs = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    if not label_smoothing:
+        return nll
+    return (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(axis=-1)
 
 
 def sigmoid_cross_entropy(logits: Float[Array, "*shape"], labels: Float[Array, "*shape"]) -> Float[Array, "*shape"]:

@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import KW_ONLY
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -13,9 +13,16 @@ from jaxmake.components._embedding import Embeddings
 from jaxmake.components._fields import InitScale, KeepRate, Size
 from jaxmake.components._norm import LayerNorm
 from jaxmake.components._patches import Patches
-from jaxmake.components._positional import PositionalEncoding, TensorPositionalEncoding
+from jaxmake.components._positional import (
+    PositionalEncoding,
+    TensorPositionalEncodeStrategy,
+    TensorPositionalEncoding,
+)
 from jaxmake.components._precision import Policy
 from jaxmake.components._transformer import TransformerEncoder, TransformerEncoderConfigs, TransformerEncoderFields
+
+VitPool: TypeAlias = Literal["token", "mean"]
+"""What `Vit`'s logits read: the first output token, or the mean of the patch tokens."""
 
 LOGITS = "logits"
 """The output port of `Vit`'s classification process, `(Input) -> (logits)`."""
@@ -40,7 +47,9 @@ class VitConfigs(TransformerEncoderConfigs, Protocol):
     @property
     def pos_init_scale(self) -> float: ...
     @property
-    def positional_encode_strategy(self) -> Literal["dot", "sum"]: ...
+    def positional_encode_strategy(self) -> TensorPositionalEncodeStrategy: ...
+    @property
+    def pool(self) -> VitPool: ...
 
 
 class Vit(TransformerEncoderFields):
@@ -57,11 +66,15 @@ class Vit(TransformerEncoderFields):
 
     * the pipeline: image `[H, W, C] -> [dim_output + T, dim_model]` encodings in `dtype`,
       the output tokens first (`T = n_patches_side**2 * C`);
-    * `(Input) -> ("logits",)`: `[dict_size_output]` class logits (float32), the first
-      output token's dot products with the `out_embedding` table.
+    * `(Input) -> ("logits",)`: `[dict_size_output]` class logits (float32): the dot
+      products with the `out_embedding` table of the first output token (`pool="token"`)
+      or of the mean of the patch tokens (`pool="mean"`).
 
     Combining positions by `"dot"` (the seed's choice) multiplies the tokens by a product
-    of small numbers; `"sum"` makes the same weight tree and trains better.
+    of the small row, column and channel tables; `"sum"` adds that product, so a token's
+    position starts near zero (about `pos_init_scale**3`) and its tables learn slowly;
+    `"naive_sum"` adds the three tables themselves, as a hand-written ViT's learned
+    positions do. All three make the same weight tree.
 
     Args:
         universal: share one transformer layer across depth.
@@ -77,12 +90,16 @@ class Vit(TransformerEncoderFields):
         hwc: the image's height, width and channels.
         n_patches_side: patches per side; it must divide the height and the width.
         mlp_n_hidden_patches: hidden widths of the patch MLP.
-        dim_output: output tokens prepended to the patches (the first gives the logits).
+        dim_output: output tokens prepended to the patches (the first gives the logits
+            with `pool="token"`).
         dict_size_output: the number of classes.
         input_keep_rate: during training, the probability of keeping each patch rather
             than replacing it by the mask embedding, in (0, 1].
         pos_init_scale: the std of the initial position tables, in (0, 100].
-        positional_encode_strategy: `"dot"` (multiply, as the seed) or `"sum"` (add).
+        positional_encode_strategy: `"dot"` (multiply, as the seed), `"sum"` or
+            `"naive_sum"` (add; see above).
+        pool: what the logits read: `"token"` (the first output token, as the seed) or
+            `"mean"` (the mean of the patch tokens, in float32).
         scan_unroll, remat, attention_impl, dtype, param_dtype, matmul_precision: see
             `TransformerEncoderFields`.
 
@@ -108,7 +125,8 @@ class Vit(TransformerEncoderFields):
     dict_size_output: Size = 5
     input_keep_rate: KeepRate = 1.0
     pos_init_scale: InitScale = 0.001
-    positional_encode_strategy: Literal["dot", "sum"] = "dot"
+    positional_encode_strategy: TensorPositionalEncodeStrategy = "dot"
+    pool: VitPool = "token"
 
     @property
     def causal(self) -> bool:
@@ -144,7 +162,9 @@ class Vit(TransformerEncoderFields):
             positional_encoding=TensorPositionalEncoding(
                 (n, n, ch), dim, dim, dim, strategy, pos_scale, **policy.fields
             ),
-            positional_encoding_y=PositionalEncoding(n_out, dim, strategy, pos_scale, False, **policy.fields),
+            positional_encoding_y=PositionalEncoding(
+                n_out, dim, "dot" if strategy == "dot" else "sum", pos_scale, False, **policy.fields
+            ),
             norm=LayerNorm(dim, config.eps, **policy.fields),
             encoder=lambda: TransformerEncoder.make(config),
             out_embedding=Embeddings(config.dict_size_output, dim, config.dict_init_scale, **policy.fields),
@@ -170,8 +190,9 @@ class Vit(TransformerEncoderFields):
             return {jm.Output: pipeline(weights, inputs[jm.Input], rng)}
 
         def logits(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
-            first = pipeline(weights, inputs[jm.Input], rng)[0]
-            return {LOGITS: c.out_embedding.run(weights, {"embedding": first})["logits"]}
+            encoded = pipeline(weights, inputs[jm.Input], rng)
+            read = encoded[0] if config.pool == "token" else policy.cast(encoded[n_out:].astype(jnp.float32).mean(0))
+            return {LOGITS: c.out_embedding.run(weights, {"embedding": read})["logits"]}
 
         image = {jm.Input: Float[Array, "h w ch"]}
         processes = {

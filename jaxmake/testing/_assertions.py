@@ -20,13 +20,18 @@ def random_inputs(
     attempt: int = 0,
     int_high: int = 2,
     limits: Mapping[str, int] | None = None,
-) -> dict[str, Array]:
+    state: jm.Weights | None = None,
+) -> dict[str, Any]:
     """Random inputs matching the input annotations, with the sizes `jm.abstract_inputs` picks.
 
-    Floats are standard normal, ints uniform in `[0, int_high)`, bools fair coins.
+    Floats are standard normal, ints uniform in `[0, int_high)`, bools fair coins; a
+    `State` port takes `state` (default `{}`).
     """
-    values = {}
+    values: dict[str, Any] = {}
     for name, abstract in jm.abstract_inputs(ports, dims, attempt, limits).items():
+        if name == jm.State:
+            values[name] = {} if state is None else state
+            continue
         sub = jm.fold_in_name(key, name)
         if jnp.issubdtype(abstract.dtype, jnp.floating):
             values[name] = jr.normal(sub, abstract.shape, abstract.dtype)
@@ -46,15 +51,25 @@ def assert_contracts(component: jm.Component, key: Array, *, int_high: int = 2, 
     loop over its examples. The weights match their spec. (Numerics against a reference,
     eager or not, are each component's own test.)
 
+    A `State` port takes `jm.make_state(component.state_params)`, shared by the examples
+    of a batch. The named axes the component declares (`axis_names`) are bound with size 1
+    for the checked calls; a process that returns a new state and averages over them
+    (BatchNorm in training) is not a loop over examples, so its `vmap` is not compared.
+
     Raises:
         AssertionError or ShapeError: naming the process that failed.
     """
     weights = jm.make_weights(key, component.weight_params)
     jm.check_weights(component.weight_params, weights)
+    state = jm.make_state(component.state_params)
     for ports in component.processes:
-        if not ports.input_types or any(h is None for h in ports.input_types.values()):
+        hints = [hint for name, hint in ports.input_types.items() if name != jm.State]
+        if not hints or any(h is None for h in hints):
             continue
-        checked = jax.jit(component.checked(ports))
+        process = component.checked(ports)
+        for axis_name in component.axis_names:
+            process = jax.vmap(process, in_axes=None, out_axes=None, axis_size=1, axis_name=axis_name)
+        checked = jax.jit(process)
         rng = None if ports in component.fixed else jr.fold_in(key, 1)
         for attempt in (0, 1):
             inputs = random_inputs(
@@ -64,12 +79,14 @@ def assert_contracts(component: jm.Component, key: Array, *, int_high: int = 2, 
                 attempt=attempt,
                 int_high=int_high,
                 limits=component.limits,
+                state=state,
             )
             outputs = checked(weights, inputs, rng)
-            for name, value in outputs.items():
-                assert bool(jnp.isfinite(value).all()), f"{ports}: output {name!r} is not finite"
+            for path, value in jax.tree_util.tree_leaves_with_path(outputs):
+                assert bool(jnp.isfinite(value).all()), f"{ports}: output {jax.tree_util.keystr(path)} is not finite"
         _assert_close(outputs, checked(weights, inputs, rng), f"a second call of {ports} with the same rng")
-        _assert_vmap_is_a_loop(component, ports, weights, key, rng is not None, int_high, batch)
+        if not (component.axis_names and jm.State in ports.outputs):
+            _assert_vmap_is_a_loop(component, ports, weights, state, key, rng is not None, int_high, batch)
     return weights
 
 
@@ -77,6 +94,7 @@ def _assert_vmap_is_a_loop(
     component: jm.Component,
     ports: jm.ProcessPorts,
     weights: jm.Weights,
+    state: jm.Weights,
     key: Array,
     random: bool,
     int_high: int,
@@ -88,8 +106,12 @@ def _assert_vmap_is_a_loop(
         for i in range(batch)
     ]
     rngs = jr.split(jr.fold_in(key, 99), batch) if random else None
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *examples)
-    batched = jax.jit(jax.vmap(process, in_axes=(None, 0, 0 if random else None)))(weights, stacked, rngs)
+    stacked: dict[str, Any] = jax.tree.map(lambda *xs: jnp.stack(xs), *examples)
+    in_axes: dict[str, int | None] = dict.fromkeys(stacked, 0)
+    if jm.State in ports.inputs:  # one state for the batch
+        stacked[jm.State], in_axes[jm.State] = state, None
+        examples = [{**example, jm.State: state} for example in examples]
+    batched = jax.jit(jax.vmap(process, in_axes=(None, in_axes, 0 if random else None)))(weights, stacked, rngs)
     for i, example in enumerate(examples):
         one = process(weights, example, None if rngs is None else rngs[i])
         _assert_close(one, jax.tree.map(lambda x, i=i: x[i], batched), f"vmap of {ports}, example {i}")
@@ -98,12 +120,16 @@ def _assert_vmap_is_a_loop(
 def _assert_close(expected: Mapping[str, Any], actual: Mapping[str, Any], what: str) -> None:
     assert set(expected) == set(actual), f"{what}: ports {sorted(actual)} instead of {sorted(expected)}"
     for name in expected:
-        np.testing.assert_allclose(
-            np.asarray(actual[name], np.float64),
-            np.asarray(expected[name], np.float64),
-            rtol=2e-5,
-            atol=2e-5,
-            err_msg=f"{what}, port {name!r}",
+        jax.tree.map(
+            lambda a, e, name=name: np.testing.assert_allclose(
+                np.asarray(a, np.float64),
+                np.asarray(e, np.float64),
+                rtol=2e-5,
+                atol=2e-5,
+                err_msg=f"{what}, port {name!r}",
+            ),
+            actual[name],
+            expected[name],
         )
 
 

@@ -3,9 +3,11 @@
 * `TrainConfig`: the optimizer, schedule and bookkeeping knobs, validated on construction;
 * `make_optimizer`, `make_schedule`, `decay_mask`: gradient clipping, then AdamW on a linear
   warmup + cosine (or constant) schedule, with weight decay on matrices only;
-* `Task`, `shuffled_batches`: what a model plugs into the loop (loss, batches, evaluation);
-* `train`: the loop, with a progress bar or log lines, a metrics history (`metrics.json`),
-  atomic keep-N checkpoints, exact resume and a clear stop (`TrainingDiverged`) on NaN/inf;
+* `Task`, `StatefulTask`, `shuffled_batches`: what a model plugs into the loop (loss, batches,
+  evaluation; and the state of a model with one, such as BatchNorm's running statistics);
+* `train`: the loop, several steps per compiled call, with a progress bar or log lines, a
+  metrics history (`metrics.json`), atomic keep-N checkpoints, exact resume and a clear stop
+  (`TrainingDiverged`) on NaN/inf;
 * `LossScaling`, `LossScale`, `LossScaledState`: dynamic loss scaling for float16 models
   (`TrainConfig.loss_scaling="dynamic"`): the scale's state, kept with the optimizer's;
 * `check_shared`, `RunDirNotShared`: with several processes, `train` first checks that the
@@ -40,5 +42,7 @@ from jaxmake.training._shared import RunDirNotShared as RunDirNotShared
 from jaxmake.training._shared import check_shared as check_shared
 from jaxmake.training._task import Batch as Batch
 from jaxmake.training._task import LossFn as LossFn
+from jaxmake.training._task import StatefulLossFn as StatefulLossFn
+from jaxmake.training._task import StatefulTask as StatefulTask
 from jaxmake.training._task import Task as Task
 from jaxmake.training._task import shuffled_batches as shuffled_batches

@@ -1,7 +1,8 @@
 """Checkpoints of a run, on orbax: atomic saves, keep-N, checked restores, `load_weights`.
 
 A run keeps its checkpoints in `run_dir/checkpoints/<step>/`, each holding two items,
-`weights` and `opt_state`, so that inference can restore the weights alone. `<step>` is
+`weights` and `opt_state` (and a third, `state`, for a model with state), so that
+inference can restore the weights alone. `<step>` is
 the number of optimizer steps done. orbax writes each checkpoint into a temporary folder
 and renames it when complete, so a run killed mid-save leaves the previous checkpoints
 intact (the partial folder is removed the next time the run is opened).
@@ -34,7 +35,7 @@ from jaxmake.training._run_dir import RunDirError
 CHECKPOINTS = "checkpoints"
 """The folder of a run directory that holds its checkpoints."""
 
-_ITEMS = ("weights", "opt_state")
+_ITEMS = ("weights", "opt_state", "state")
 _SEAL = "jaxmake_files.json"
 
 
@@ -79,8 +80,8 @@ class Checkpoints:
         """The step of the latest complete checkpoint, or `None` if there is none."""
         return self._manager.latest_step()
 
-    def save(self, step: int, weights: jm.Weights, opt_state: Any) -> None:
-        """Start saving `weights` and `opt_state` as the checkpoint of `step`.
+    def save(self, step: int, weights: jm.Weights, opt_state: Any, state: jm.Weights | None = None) -> None:
+        """Start saving `weights`, `opt_state` and the model's `state` (if it holds arrays) as the checkpoint of `step`.
 
         The arrays are copied to host memory before this returns (so the caller may
         donate them to the next step); the files are written in the background and
@@ -92,11 +93,13 @@ class Checkpoints:
         for name, tree in (("weights", weights), ("opt_state", opt_state)):
             if not jax.tree.leaves(tree):
                 raise ValueError(f"cannot checkpoint step {step}: `{name}` holds no array")
+        items = {"weights": weights, "opt_state": opt_state}
+        if jax.tree.leaves(state):
+            items["state"] = state
         self._seal_saved()
         self._unsealed.append(step)
         self._manager.save(
-            step,
-            args=ocp.args.Composite(weights=ocp.args.StandardSave(weights), opt_state=ocp.args.StandardSave(opt_state)),
+            step, args=ocp.args.Composite(**{name: ocp.args.StandardSave(tree) for name, tree in items.items()})
         )
 
     def check(self, step: int, expected: jm.WeightParamsTree, what: str) -> None:
@@ -164,6 +167,35 @@ class Checkpoints:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         restored_weights: jm.Weights = restored["weights"]
         return restored_weights, restored["opt_state"] if opt_state is not None else None
+
+    def restore_state(self, step: int, state: jm.Weights) -> jm.Weights:
+        """The model's state saved at `step`, restored into the structure of `state` (`{}` stays `{}`).
+
+        Raises:
+            WeightsError: the checkpoint's state does not match `state` (or it holds none
+                and `state` holds arrays); lists every missing, extra and mis-shaped path.
+            CheckpointDamaged: orbax fails to read the checkpoint's files.
+        """
+        self._check_intact(step)
+        with self._reading(step):
+            saved = self._manager.item_metadata(step).get("state")
+        stored = getattr(saved, "tree", saved) or {}
+        try:
+            jm.check_weights(spec_like(state), stored)
+        except jm.WeightsError as error:
+            _, _, problems = str(error).partition("\n")
+            raise jm.WeightsError(
+                f"the state in the checkpoint of step {step} in `{self.directory}` does not match the state given "
+                f"(`missing`: not in the checkpoint; `extra`: only in the checkpoint):\n{problems or error}"
+            ) from None
+        if not jax.tree.leaves(state):
+            return state
+        with self._reading(step):
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state)))
+            )
+        restored_state: jm.Weights = restored["state"]
+        return restored_state
 
     def wait(self) -> None:
         """Block until every save started so far is written, committed and sealed."""

@@ -1,17 +1,23 @@
 """`train`: the training loop, written out so that it can be read in one sitting.
 
-One compiled step, `(weights, opt_state, batch, step) -> (weights, opt_state, scalars)`,
-runs `config.steps` times; `scalars` is one float32 vector (loss, learning rate, gradient
-norm, the task's metrics), so that reading it back costs one transfer per step. The
+One compiled call, `(weights, opt_state, state, batches, first) -> (weights, opt_state,
+state, scalars)`, runs a chunk of up to `config.steps_per_call` steps as a `lax.scan` over
+their stacked batches; `scalars` holds one float32 vector per step (loss, learning rate,
+gradient norm, the task's metrics), so that reading them back costs one transfer. A chunk
+ends at the next log, evaluation or checkpoint step, so those fall on chunk edges. The
 vectors stay on the device between history entries (JAX runs ahead while Python prepares
-the next batch). At each entry the loop fetches them all at once, checks that every loss
+the next batches). At each entry the loop fetches them all at once, checks that every loss
 is finite, averages them and evaluates; at checkpoint steps it then saves. A checkpoint is
 therefore never saved before every step it contains has been checked. `metrics.json` is
 written at evaluation and checkpoint steps, and when the loop ends or stops.
 
+A model with state (`StatefulTask`) has it threaded through the steps as the weights are,
+but not differentiated: the loss returns the new state, and every checkpoint saves it.
+
 Resuming is exact because everything a step uses is either in the checkpoint (weights,
-optimizer state with its step count) or a function of the step number (the batch,
-`task.batch(step)`, and the key, `fold_in(key(seed), step)`).
+optimizer state with its step count, state) or a function of the step number (the batch,
+`task.batch(step)`, and the key, `fold_in(key(seed), step)`), and because a resumed run
+cuts the same chunks (they start at a checkpoint step, an edge).
 
 With `loss_scaling="dynamic"` (for float16 models, see `_loss_scale.py`), the optimizer
 state the loop carries and checkpoints is a `LossScaledState`: optax's state plus the loss
@@ -66,7 +72,7 @@ from jaxmake.training._optimizer import make_optimizer, make_schedule
 from jaxmake.training._progress import ProgressMode, make_progress
 from jaxmake.training._run_dir import History, read_history, write_config, write_history
 from jaxmake.training._shared import check_shared
-from jaxmake.training._task import Batch, LossFn, Task
+from jaxmake.training._task import Batch, StatefulLossFn, StatefulTask, Task, as_stateful
 
 RESERVED = ("step", "time", "loss", "lr", "grad_norm", "steps_per_s", "loss_scale", "skipped")
 """History keys that the loop writes itself; a task's metrics may not use them."""
@@ -99,19 +105,22 @@ class TrainResult:
         opt_state: the optimizer state after the last step; with
             `loss_scaling="dynamic"`, a `LossScaledState` (optax's state and the loss scale).
         history: every entry of `metrics.json`, earlier sessions of a resumed run included.
+        state: the model's state after the last step (`{}` for a `Task` without state).
     """
 
     weights: jm.Weights
     opt_state: Any
     history: History
+    state: jm.Weights
 
 
 def train(
-    task: Task,
+    task: Task | StatefulTask,
     weights: jm.Weights,
     config: TrainConfig,
     run_dir: str | os.PathLike[str],
     *,
+    state: jm.Weights | None = None,
     resume: bool = False,
     progress: ProgressMode | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -140,9 +149,13 @@ def train(
     the `lr` reported (that of `make_schedule` at the step).
 
     Args:
-        task: the loss, batches and evaluation of the model.
+        task: the loss, batches and evaluation of the model; a `StatefulTask` for a model
+            with state.
         weights: the initial weights (used for their structure only when resuming);
             they are copied, never modified.
+        state: the initial state of a `StatefulTask` (`jm.make_state(component.state_params)`),
+            required with one and refused without; used for its structure only when
+            resuming, copied, never modified.
         config: the optimizer, schedule, and how often to log, evaluate and checkpoint.
         run_dir: where `config.json`, `metrics.json` and `checkpoints/` are written.
         resume: continue from the latest checkpoint in `run_dir` (start afresh if it
@@ -179,12 +192,20 @@ def train(
         ConfigError: resuming from a checkpoint saved with the other `loss_scaling`.
         ValueError: a metric of the task uses a name of `RESERVED`, or several processes
             train without a `mesh`.
+        ArgumentError: a `StatefulTask` without `state`, or `state` with a `Task`.
     """
     if mesh is None and jax.process_count() > 1:
         raise ValueError(
             f"training on {jax.process_count()} processes needs a `mesh` over the devices of all of them "
             f"(e.g. `jaxmake.sharding.make_mesh({{'data': {jax.device_count()}}})`)"
         )
+    if (state is None) == isinstance(task, StatefulTask):
+        raise jm.ArgumentError(
+            "`train` takes `state=` (the model's initial state, `jm.make_state(component.state_params)`) with a "
+            "`StatefulTask`, and only with one"
+            + ("" if state is None else f"; it was given a state holding {sorted(map(str, state))} with a `Task`")
+        )
+    stateful = as_stateful(task)
     writes = jax.process_index() == 0  # the one process that writes the run's files and shows progress
     run_dir = Path(run_dir)
     check_shared(run_dir)  # else the first checkpoint would wait for files written elsewhere
@@ -198,76 +219,98 @@ def train(
             )
         history: History = []
         place = _batch_placement(mesh, data_axis)
+        state = _placed(state or {}, mesh)
         if latest is None:
-            weights = jax.tree.map(_committed_copy, weights)
+            weights, state = jax.tree.map(_committed_copy, (weights, state))
             opt_state = _init_like(optimizer, weights, config.loss_scaling)
         else:
             weights, opt_state = _restore(checkpoints, latest, weights, optimizer, config.loss_scaling)
+            state = checkpoints.restore_state(latest, state)
             history = [entry for entry in read_history(run_dir) if entry["step"] <= latest]
         if writes:
             write_config(run_dir, config, metadata)
-        start = latest or 0
-        step_fn, names = _compile_step(task.loss, optimizer, schedule, config, mesh)
-        reporter = make_progress(progress if writes else "off", config.steps, start)
+        done = latest or 0
+        chunk_fn, names = _compile_chunk(stateful.loss, optimizer, schedule, config, mesh)
+        reporter = make_progress(progress if writes else "off", config.steps, done)
         began = time.perf_counter() - (history[-1]["time"] if history else 0.0)
-        pending: list[Array] = []  # the scalars of the steps since the last entry
+        pending: list[Array] = []  # the scalars of the steps since the last entry, one `[steps, scalars]` per chunk
         window_began = time.perf_counter()
         try:
-            for step in range(start, config.steps):
-                weights, opt_state, scalars = step_fn(weights, opt_state, place(task.batch(step)), step)
+            while done < config.steps:
+                first, done = done, _chunk_end(done, config)
+                batches = _stacked([task.batch(step) for step in range(first, done)])
+                weights, opt_state, state, scalars = chunk_fn(weights, opt_state, state, place(batches), first)
                 pending.append(scalars)
-                done = step + 1
                 last = done == config.steps
                 evaluate = done % config.eval_every == 0 or last
                 save = done % config.checkpoint_every == 0 or last
                 if not (evaluate or save or done % config.log_every == 0):
                     continue  # no entry at this step: keep the device running ahead
 
-                values = np.stack(jax.device_get(pending))  # [steps since the last entry, scalars]
+                values = np.concatenate(jax.device_get(pending))  # [steps since the last entry, scalars]
                 _check_finite(values, names, done - len(values), config, checkpoints)
                 entry = _average(values, names, done)
                 entry["steps_per_s"] = len(values) / (time.perf_counter() - window_began)
                 pending = []
-                if evaluate and task.evaluate is not None:
-                    entry |= {f"eval_{name}": float(value) for name, value in task.evaluate(weights).items()}
+                if evaluate and stateful.evaluate is not None:
+                    evaluated = stateful.evaluate(weights, state)
+                    entry |= {f"eval_{name}": float(value) for name, value in evaluated.items()}
                 entry["time"] = time.perf_counter() - began
                 history.append(entry)
                 reporter.report(entry)
                 if writes and (evaluate or save):
                     write_history(run_dir, history)
                 if save:
-                    checkpoints.save(done, weights, opt_state)
+                    checkpoints.save(done, weights, opt_state, state)
                 window_began = time.perf_counter()
         finally:
             if writes:
                 write_history(run_dir, history)
             reporter.close()
-    return TrainResult(weights, opt_state, history)
+    return TrainResult(weights, opt_state, history, state)
 
 
-_StepOut = tuple[jm.Weights, Any, Array]
-_StepFn = Callable[[jm.Weights, Any, Batch, int], _StepOut]
+_ChunkOut = tuple[jm.Weights, Any, jm.Weights, Array]
+_ChunkFn = Callable[[jm.Weights, Any, jm.Weights, Batch, int], _ChunkOut]
 
 
-def _compile_step(
-    loss: LossFn,
+def _chunk_end(step: int, config: TrainConfig) -> int:
+    """Where the chunk starting after `step` steps ends: `steps_per_call` steps later, or at an earlier edge.
+
+    The edges are the log, evaluation and checkpoint steps, and the last step.
+    """
+    edges = (config.log_every, config.eval_every, config.checkpoint_every)
+    next_edge = min((step // every + 1) * every for every in edges)
+    return min(step + config.steps_per_call, next_edge, config.steps)
+
+
+def _stacked(batches: list[Batch]) -> Batch:
+    """The batches of a chunk stacked on a new leading (step) axis."""
+    stacked: Batch = jax.tree.map(lambda *arrays: np.stack(arrays), *batches)
+    return stacked
+
+
+def _compile_chunk(
+    loss: StatefulLossFn,
     optimizer: optax.GradientTransformation,
     schedule: optax.Schedule,
     config: TrainConfig,
     mesh: Mesh | None,
-) -> tuple[_StepFn, list[str]]:
-    """The jitted step `(weights, opt_state, batch, step) -> (weights, opt_state, scalars)`.
+) -> tuple[_ChunkFn, list[str]]:
+    """The jitted chunk `(weights, opt_state, state, batches, first) -> (weights, opt_state, state, scalars)`.
 
-    It donates the weights and optimizer state it is given (their buffers are reused). On
-    a `mesh`, `scalars` is replicated: every process can read it whole. With
-    `config.loss_scaling="dynamic"`, `opt_state` is a `LossScaledState` and a step whose
-    gradients are not all finite returns the weights and optax's state it was given.
+    It runs one step per batch of `batches` (stacked on a leading axis), the first being
+    step `first`, as a `lax.scan`. It donates the weights, optimizer state and state it
+    is given (their buffers are reused). On a `mesh`, `scalars` is replicated: every
+    process can read it whole. With `config.loss_scaling="dynamic"`, `opt_state` is a
+    `LossScaledState` and a step whose gradients are not all finite returns the weights,
+    optax's state and the state it was given.
 
     Returns:
-        The step, and the names of the entries of its `scalars` vector: `loss`, `lr`,
-        `grad_norm`, with loss scaling `loss_scale` (after the step) and `skipped` (1 or
-        0; `grad_norm` is then NaN), then the task's metrics. The list is filled in when
-        the step is first traced (by its first call).
+        The chunk, and the names of the columns of its `scalars` (`[steps, names]`):
+        `loss`, `lr`, `grad_norm`, with loss scaling `loss_scale` (after the step) and
+        `skipped` (1 or 0; `grad_norm` is then NaN), then the task's metrics. The list is
+        filled in when the chunk is first traced (by its first call).
     """
     names: list[str] = []
     seed, period = config.seed, config.loss_scale_period
@@ -276,22 +319,25 @@ def _compile_step(
         updates, opt_state = optimizer.update(grads, opt_state, weights)
         return optax.apply_updates(weights, updates), opt_state
 
-    def step_fn(weights: jm.Weights, opt_state: Any, batch: Batch, step: Array) -> _StepOut:
+    def step_fn(carry: tuple[jm.Weights, Any, jm.Weights], batch_and_step: tuple[Batch, Array]) -> tuple[Any, Array]:
+        (weights, opt_state, state), (batch, step) = carry, batch_and_step
         rng = jr.fold_in(jr.key(seed), step)
         if config.loss_scaling == "none":
-            (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(weights, batch, rng)
+            (loss_value, (metrics, state)), grads = jax.value_and_grad(loss, has_aux=True)(weights, state, batch, rng)
             _check_metrics(metrics)
             weights, opt_state = update(weights, opt_state, grads)
             scalars = {"loss": loss_value, "lr": schedule(step), "grad_norm": _global_norm(grads), **metrics}
         else:
-            state: LossScaledState = opt_state
-            (loss_value, metrics), grads = scaled_value_and_grad(loss, state.loss_scale.scale)(weights, batch, rng)
+            scaled: LossScaledState = opt_state
+            (loss_value, (metrics, new_state)), grads = scaled_value_and_grad(loss, scaled.loss_scale.scale)(
+                weights, state, batch, rng
+            )
             _check_metrics(metrics)
             finite = all_finite(grads)
-            new_weights, new_state = update(weights, state.optimizer, grads)
-            weights = select_tree(finite, new_weights, weights)
-            loss_scale = next_loss_scale(state.loss_scale, finite, period)
-            opt_state = LossScaledState(select_tree(finite, new_state, state.optimizer), loss_scale)
+            new_weights, new_opt_state = update(weights, scaled.optimizer, grads)
+            weights, state = select_tree(finite, (new_weights, new_state), (weights, state))
+            loss_scale = next_loss_scale(scaled.loss_scale, finite, period)
+            opt_state = LossScaledState(select_tree(finite, new_opt_state, scaled.optimizer), loss_scale)
             scalars = {
                 "loss": loss_value,
                 "lr": schedule(step),
@@ -302,11 +348,23 @@ def _compile_step(
             }
         names[:] = scalars
         vector = jnp.stack([jnp.asarray(value, jnp.float32) for value in scalars.values()])
-        if mesh is not None:
-            vector = jax.lax.with_sharding_constraint(vector, NamedSharding(mesh, PartitionSpec()))
-        return weights, opt_state, vector
+        return (weights, opt_state, state), vector
 
-    compiled: _StepFn = jax.jit(step_fn, donate_argnums=(0, 1))
+    def chunk_fn(weights: jm.Weights, opt_state: Any, state: jm.Weights, batches: Batch, first: Array) -> _ChunkOut:
+        n_steps = jax.tree.leaves(batches)[0].shape[0]
+        steps = first + jnp.arange(n_steps, dtype=jnp.int32)
+        carry = (weights, opt_state, state)
+        if n_steps == 1:  # outside any loop: XLA's CPU backend runs convolution gradients slowly inside one
+            carry, vector = step_fn(carry, jax.tree.map(lambda x: x[0], (batches, steps)))
+            scalars = vector[None]
+        else:
+            carry, scalars = jax.lax.scan(step_fn, carry, (batches, steps))
+        weights, opt_state, state = carry
+        if mesh is not None:
+            scalars = jax.lax.with_sharding_constraint(scalars, NamedSharding(mesh, PartitionSpec()))
+        return weights, opt_state, state, scalars
+
+    compiled: _ChunkFn = jax.jit(chunk_fn, donate_argnums=(0, 1, 2))
     return compiled, names
 
 
@@ -382,8 +440,16 @@ def _init_like(optimizer: optax.GradientTransformation, weights: jm.Weights, los
     return jax.jit(init, out_shardings=LossScaledState(shardings, scale_shardings))(weights)
 
 
+def _placed(state: jm.Weights, mesh: Mesh | None) -> jm.Weights:
+    """The state replicated over the mesh (a small tree of statistics), or as it is without one."""
+    if mesh is None:
+        return state
+    placed: jm.Weights = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+    return placed
+
+
 def _batch_placement(mesh: Mesh | None, data_axis: str) -> Callable[[Batch], Batch]:
-    """Put a batch on the mesh, split along its leading axis over `data_axis` (or leave it).
+    """Put a chunk's batches `[steps, batch, ...]` on the mesh, the batch axis split over `data_axis` (or leave them).
 
     Each process copies to its own devices only their rows of the (global) batch; the
     rows of other processes' devices are never read.
@@ -394,13 +460,13 @@ def _batch_placement(mesh: Mesh | None, data_axis: str) -> Callable[[Batch], Bat
         raise jm.ShardingError(
             f"the mesh has no axis {data_axis!r} to split batches over; it has {list(mesh.axis_names)}"
         )
-    sharding, parts = NamedSharding(mesh, PartitionSpec(data_axis)), mesh.shape[data_axis]
+    sharding, parts = NamedSharding(mesh, PartitionSpec(None, data_axis)), mesh.shape[data_axis]
 
     def place(batch: Batch) -> Batch:
         for array in jax.tree.leaves(batch):
-            if array.shape[0] % parts:
+            if array.shape[1] % parts:
                 raise jm.ShardingError(
-                    f"a batch of {array.shape[0]} examples cannot be split over mesh axis {data_axis!r} of size {parts}"
+                    f"a batch of {array.shape[1]} examples cannot be split over mesh axis {data_axis!r} of size {parts}"
                 )
         placed: Batch = jax.tree.map(
             lambda array: jax.make_array_from_callback(array.shape, sharding, lambda index: array[index]), batch

@@ -1,4 +1,4 @@
-"""`Task`: what a model gives the training loop (a loss, batches, an evaluation)."""
+"""`Task` and `StatefulTask`: what a model gives the training loop (a loss, batches, an evaluation)."""
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +15,10 @@ Batch: TypeAlias = Any
 
 LossFn: TypeAlias = Callable[[jm.Weights, Batch, Array], tuple[Array, Mapping[str, Array]]]
 """`(weights, batch, rng) -> (scalar loss, {name: scalar metric})`, a pure function."""
+StatefulLossFn: TypeAlias = Callable[
+    [jm.Weights, jm.Weights, Batch, Array], tuple[Array, tuple[Mapping[str, Array], jm.Weights]]
+]
+"""`(weights, state, batch, rng) -> (scalar loss, ({name: scalar metric}, new state))`, a pure function."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,48 @@ class Task:
     loss: LossFn
     batch: Callable[[int], Batch]
     evaluate: Callable[[jm.Weights], Mapping[str, float]] | None = None
+
+
+@dataclass(frozen=True)
+class StatefulTask:
+    """What a model with state (BatchNorm's running statistics) plugs into `train`.
+
+    As `Task`, but the loss also takes the state and returns the new one, and the
+    evaluation reads it; `train(..., state=initial_state)` threads it through the steps
+    and saves it in every checkpoint. The state is not trained: the loss is
+    differentiated with respect to the weights only.
+
+    Args:
+        loss: `(weights, state, batch, rng) -> (loss, (metrics, new_state))`, e.g. a
+            model's training process `(Input, State) -> (Output, State)` under
+            `jax.vmap(..., axis_name="batch")`.
+        batch: `step -> batch`, as for `Task`.
+        evaluate: `(weights, state) -> {name: value}`, e.g. the evaluation process
+            `(Input, State) -> (Output)`, which uses the running values; `None` skips it.
+    """
+
+    loss: StatefulLossFn
+    batch: Callable[[int], Batch]
+    evaluate: Callable[[jm.Weights, jm.Weights], Mapping[str, float]] | None = None
+
+
+def as_stateful(task: "Task | StatefulTask") -> StatefulTask:
+    """`task` as a `StatefulTask`: a `Task`'s loss and evaluation, given a state they pass through untouched."""
+    if isinstance(task, StatefulTask):
+        return task
+    loss, evaluate = task.loss, task.evaluate
+
+    def stateful_loss(
+        weights: jm.Weights, state: jm.Weights, batch: Batch, rng: Array
+    ) -> tuple[Array, tuple[Mapping[str, Array], jm.Weights]]:
+        value, metrics = loss(weights, batch, rng)
+        return value, (metrics, state)
+
+    def stateful_evaluate(weights: jm.Weights, state: jm.Weights) -> Mapping[str, float]:
+        assert evaluate is not None
+        return evaluate(weights)
+
+    return StatefulTask(stateful_loss, task.batch, None if evaluate is None else stateful_evaluate)
 
 
 def shuffled_batches(arrays: Batch, batch_size: int, seed: int) -> Callable[[int], Batch]:

@@ -16,15 +16,15 @@ from jaxmake.cli import main
 from jaxmake.components import Gpt
 
 TINY_VIT = [
-    "--model.n-tfe-layers",
+    "--vit.n-tfe-layers",
     "1",
-    "--model.dim-model",
+    "--vit.dim-model",
     "8",
-    "--model.n-heads",
+    "--vit.n-heads",
     "2",
-    "--model.mlp-n-hidden",
+    "--vit.mlp-n-hidden",
     "8",
-    "--model.mlp-n-hidden-patches",
+    "--vit.mlp-n-hidden-patches",
     "8",
 ]
 TINY_GPT = ["--n-ctx", "8", "--n-tfe-layers", "1", "--dim-model", "8", "--n-heads", "2", "--batch-size", "4"]
@@ -185,7 +185,7 @@ def test_a_run_config_can_be_checked(chars_run: Path, capsys: pytest.CaptureFixt
     [
         (["train", "digits", "--epochs", "0"], "`TrainDigits.epochs`=0 must be >= 1"),
         (["train", "digits", "--epochs", "x"], "--epochs: invalid literal for int() with base 10: 'x'"),
-        (["train", "digits", "--model.n-heads", "5"], "`Vit.n_heads`=5 must divide `dim_model`=64"),
+        (["train", "digits", "--vit.n-heads", "5"], "`Vit.n_heads`=5 must divide `dim_model`=64"),
         (["summary", "Vit", "--bogus"], "Unrecognized options: --bogus"),
         (
             ["train", "chars", "--precision", "f8"],
@@ -193,8 +193,8 @@ def test_a_run_config_can_be_checked(chars_run: Path, capsys: pytest.CaptureFixt
             "('f32', 'bf16', 'f16', 'float32', 'bfloat16', 'float16').",
         ),
         (
-            ["train", "digits", "--model.dtype", "float16"],
-            "--model.dtype float16: set the dtype the model computes in with --precision (it also turns on loss "
+            ["train", "digits", "--vit.dtype", "float16"],
+            "--vit.dtype float16: set the dtype the model computes in with --precision (it also turns on loss "
             "scaling for float16), e.g. --precision float16",
         ),
     ],
@@ -259,8 +259,8 @@ def test_user_errors_of_every_kind_are_one_line(tmp_path: Path, capsys: pytest.C
         ("summary", "Linear", "--set", f"n_in={huge}", "n_out=1"): "`Linear.n_in`='99999999",
         ("summary", "Linear", "--set", "n_in=-1" + "0" * 4400, "n_out=1"): "(4,402 characters) must be of type int",
         ("train", "digits", "--batch-size", "5000"): "--batch-size 5000 is larger than the 1,437 training images",
-        ("train", "digits", "--model.hwc", "8", "8", "3"): "--model.hwc must be 8 8 1 (the digits are 8x8 images",
-        ("train", "digits", "--model.dict-size-output", "3"): "--model.dict-size-output must be at least 10",
+        ("train", "digits", "--vit.hwc", "8", "8", "3"): "--vit.hwc must be 8 8 1 (the digits are 8x8 images",
+        ("train", "digits", "--vit.dict-size-output", "3"): "--vit.dict-size-output must be at least 10",
         ("train", "chars", "--mesh", f"data={huge}"): "the size of axis 'data' must be an integer in [1, 999999999]",
         ("train", "chars", "--dim-model", "200000", "--n-heads", "4"): "need 1.2 TiB, more than this machine's",
         ("train", "chars", "--text", str(tmp_path / "missing.txt")): "--text: cannot read ",

@@ -138,12 +138,17 @@ OPTIONS = {
         "--weight-decay",
         "--seed",
         "--augment",
-        "--model.dim-model",
-        "--model.n-heads",
-        "--model.hwc",
-        "--model.n-patches-side",
-        "--model.dtype",
+        "--vit.dim-model",
+        "--vit.n-heads",
+        "--vit.hwc",
+        "--vit.n-patches-side",
+        "--vit.dtype",
         "--precision",
+        "--model",
+        "--steps-per-call",
+        "--resnet.widths",
+        "--resnet.hwc",
+        "--resnet.n-classes",
     ],
     "train chars": [
         "--steps",
@@ -189,6 +194,8 @@ VALUES = [
     "--bogus",
     "--help",
     "README.md",
+    "resnet",
+    "vit",
 ]
 
 

@@ -18,6 +18,8 @@ PUBLIC = [
     "RunDirError",
     "RunDirNotShared",
     "Schedule",
+    "StatefulLossFn",
+    "StatefulTask",
     "Task",
     "TrainConfig",
     "TrainResult",
