@@ -11,9 +11,10 @@ import jax
 import numpy as np
 import pytest
 
+import jaxmake as jm
 from jaxmake import training
 from jaxmake.cli import main
-from jaxmake.components import Gpt
+from jaxmake.components import Gpt, ResNet
 
 TINY_VIT = [
     "--vit.n-tfe-layers",
@@ -56,6 +57,22 @@ def test_train_digits_writes_the_run_folder(tmp_path: Path, capsys: pytest.Captu
     assert config["metadata"]["model"] == "Vit" and config["metadata"]["config"]["dim_model"] == 8
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert training.Checkpoints(out, create=False).latest_step() == 22
+
+
+def test_train_digits_resnet_carries_its_batch_norm_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "resnet"
+    tiny = ["--resnet.widths", "4", "--resnet.blocks-per-stage", "1", "--epochs", "1", "--batch-size", "128"]
+    assert main(["train", "digits", "--model", "resnet", "--out", str(out), *tiny]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["metadata"]["model"] == "ResNet" and config["metadata"]["config"]["widths"] == [4]
+    component = ResNet.make(ResNet(**config["metadata"]["config"]))
+    with training.Checkpoints(out, create=False) as checkpoints:
+        state = checkpoints.restore_state(11, jm.make_state(component.state_params))
+    assert not np.allclose(state["stem_bn"]["mean"], 0.0), "the running mean has moved from its initial zeros"
+    weights = training.load_weights(out, component.weight_params)
+    assert main(["train", "digits", "--model", "resnet", "--out", str(out), *tiny, "--resume"]) == 0
+    jax.tree.map(np.testing.assert_array_equal, training.load_weights(out, component.weight_params), weights)
 
 
 def test_train_digits_in_bfloat16_reaches_97_percent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -184,7 +201,7 @@ def test_a_run_config_can_be_checked(chars_run: Path, capsys: pytest.CaptureFixt
     ("args", "message"),
     [
         (["train", "digits", "--epochs", "0"], "`TrainDigits.epochs`=0 must be >= 1"),
-        (["train", "digits", "--epochs", "x"], "--epochs: invalid literal for int() with base 10: 'x'"),
+        (["train", "digits", "--batch-size", "x"], "--batch-size: invalid literal for int() with base 10: 'x'"),
         (["train", "digits", "--vit.n-heads", "5"], "`Vit.n_heads`=5 must divide `dim_model`=64"),
         (["summary", "Vit", "--bogus"], "Unrecognized options: --bogus"),
         (

@@ -111,8 +111,8 @@ def test_a_checked_call_with_a_wrong_state_names_the_port_and_the_path() -> None
     bn = BatchNorm.make(BatchNorm(3))
     weights = jm.make_weights(jax.random.key(0), bn.weight_params)
     evaluate = bn.checked(jm.make_ports((jm.Input, jm.State), jm.Output))
+    inputs: dict[str, Any] = {jm.Input: jnp.ones((2, 3)), jm.State: {"mean": jnp.zeros(4)}}
     with pytest.raises(jm.ShapeError) as error:
-        inputs: dict[str, Any] = {jm.Input: jnp.ones((2, 3)), jm.State: {"mean": jnp.zeros(4)}}
         evaluate(weights, inputs, None)
     message = str(error.value)
     assert message.startswith("ShapeError in BatchNorm, process (Input, State) -> (Output), input port 'State'")
