@@ -1,5 +1,6 @@
 """Strict settings for the tests and doctests: fake CPU devices, strict dtype promotion, float32 matmuls."""
 
+import contextlib
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
@@ -13,6 +14,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import jaxmake as jm
+
+# tyro hashes every builtin on its first import; a doctest's `_` (a tuple holding a list) would break that.
+with contextlib.suppress(ImportError):  # without the `train` extra
+    import tyro._docstrings  # noqa: F401
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 # Rank promotion stays allowed: a bias `b: [d]` added to `x @ w: [T, d]` is idiomatic.

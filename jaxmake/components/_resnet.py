@@ -160,14 +160,14 @@ class ResNet(PrecisionFields):
         dtype, param_dtype, matmul_precision: the precision policy (see `PrecisionFields`).
 
     Example:
-        >>> resnet = ResNet.make(ResNet())
+        >>> resnet = ResNet.make(ResNet(widths=(4, 8), blocks_per_stage=1))
         >>> weights = jm.make_weights(jax.random.key(0), resnet.weight_params)
         >>> state = jm.make_state(resnet.state_params)
         >>> def train(x):
         ...     return resnet.apply(weights, x, state, train=True)
-        >>> logits, new_state = jax.vmap(train, axis_name="batch", out_axes=(0, None))(jnp.zeros((4, 8, 8, 1)))
+        >>> logits, new_state = jax.jit(jax.vmap(train, axis_name="batch", out_axes=(0, None)))(jnp.zeros((4, 8, 8, 1)))
         >>> logits.shape, sorted(new_state)
-        ((4, 10), ['stage_0_block_0', 'stage_0_block_1', 'stage_1_block_0', 'stage_1_block_1', 'stem_bn'])
+        ((4, 10), ['stage_0_block_0', 'stage_1_block_0', 'stem_bn'])
     """
 
     hwc: tuple[Size, Size, Size] = (8, 8, 1)

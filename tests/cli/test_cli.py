@@ -160,8 +160,10 @@ def test_summary_tables(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.splitlines()[3].split() == ["b", "(2,)", "float32", "2", "8", "(model)"]
     assert main(["summary", "Linear"]) == 2
     assert "`Linear` needs 'n_in', 'n_out'" in capsys.readouterr().err
-    assert main(["summary", "Resnet"]) == 2
-    assert "unknown model 'Resnet'; the library has: " in capsys.readouterr().err
+    assert main(["summary", "resnet"]) == 0  # the ResNet's defaults suit digits: no field needed
+    assert capsys.readouterr().out.splitlines()[-1].startswith("total: ")
+    assert main(["summary", "Resnet50"]) == 2
+    assert "unknown model 'Resnet50'; the library has: " in capsys.readouterr().err
 
 
 def test_check_good_and_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
