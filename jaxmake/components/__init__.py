@@ -70,6 +70,7 @@ from jaxmake.components._precision import Policy as Policy
 from jaxmake.components._precision import PrecisionConfigs as PrecisionConfigs
 from jaxmake.components._precision import PrecisionFields as PrecisionFields
 from jaxmake.components._precision import PrecisionKwargs as PrecisionKwargs
+from jaxmake.components._resnet import BatchNormSettings as BatchNormSettings
 from jaxmake.components._resnet import ResidualBlock as ResidualBlock
 from jaxmake.components._resnet import ResidualBlockConfigs as ResidualBlockConfigs
 from jaxmake.components._resnet import ResNet as ResNet

@@ -20,7 +20,24 @@ Stride = Annotated[int, Ge(1), Le(MAX_SIZE)]
 
 
 @runtime_checkable
-class ResidualBlockConfigs(PrecisionConfigs, Protocol):
+class BatchNormSettings(PrecisionConfigs, Protocol):
+    """The fields a model passes on to each of its `BatchNorm`s."""
+
+    @property
+    def bn_momentum(self) -> float: ...
+    @property
+    def bn_eps(self) -> float: ...
+    @property
+    def axis_name(self) -> str | None: ...
+
+
+def _batch_norm(config: BatchNormSettings, n_features: int) -> BatchNorm:
+    """The `BatchNorm` of `n_features` that `config`'s settings and precision policy ask for."""
+    return BatchNorm(n_features, config.bn_momentum, config.bn_eps, config.axis_name, **Policy(config).fields)
+
+
+@runtime_checkable
+class ResidualBlockConfigs(BatchNormSettings, Protocol):
     @property
     def h(self) -> int: ...
     @property
@@ -31,12 +48,6 @@ class ResidualBlockConfigs(PrecisionConfigs, Protocol):
     def n_out(self) -> int: ...
     @property
     def stride(self) -> int: ...
-    @property
-    def bn_momentum(self) -> float: ...
-    @property
-    def bn_eps(self) -> float: ...
-    @property
-    def axis_name(self) -> str | None: ...
 
 
 class ResidualBlock(PrecisionFields):
@@ -85,7 +96,7 @@ class ResidualBlock(PrecisionFields):
             size = (kernel, kernel)
             return Conv(h, w, n_in, config.n_out, size, (stride, stride), use_bias=False, **policy.fields)
 
-        norm = BatchNorm(config.n_out, config.bn_momentum, config.bn_eps, config.axis_name, **policy.fields)
+        norm = _batch_norm(config, config.n_out)
         layers: dict[str, jm.Maker] = {
             "conv1": conv(config.h, config.w, config.n_in, 3, s),
             "bn1": norm,
@@ -113,7 +124,7 @@ class ResidualBlock(PrecisionFields):
 
 
 @runtime_checkable
-class ResNetConfigs(PrecisionConfigs, Protocol):
+class ResNetConfigs(BatchNormSettings, Protocol):
     @property
     def hwc(self) -> tuple[int, int, int]: ...
     @property
@@ -124,12 +135,6 @@ class ResNetConfigs(PrecisionConfigs, Protocol):
     def blocks_per_stage(self) -> int: ...
     @property
     def head_init_scale(self) -> float: ...
-    @property
-    def bn_momentum(self) -> float: ...
-    @property
-    def bn_eps(self) -> float: ...
-    @property
-    def axis_name(self) -> str | None: ...
 
 
 class ResNet(PrecisionFields):
@@ -189,9 +194,7 @@ class ResNet(PrecisionFields):
         h, w, ch = config.hwc
         layers: dict[str, jm.Maker] = {
             "stem": Conv(h, w, ch, config.widths[0], use_bias=False, **policy.fields),
-            "stem_bn": BatchNorm(
-                config.widths[0], config.bn_momentum, config.bn_eps, config.axis_name, **policy.fields
-            ),
+            "stem_bn": _batch_norm(config, config.widths[0]),
         }
         n_in = config.widths[0]
         for i, width in enumerate(config.widths):
