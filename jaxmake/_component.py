@@ -506,18 +506,22 @@ def _stateful_hints(fn: Callable[..., Any], ports: ProcessPorts | None) -> tuple
     """The annotations of a stateful pipeline's `x` and `y`: from `ports`, else from its own annotations."""
     if ports is not None:
         return _pipeline_ports(fn, ports).input_types[Input], ports.output_types[Output]
+    x_hint, returned = _x_and_return_hints(fn)
+    items = typing.get_args(returned)  # `tuple[y, state]`
+    return x_hint, items[0] if items else None
+
+
+def _x_and_return_hints(fn: Callable[..., Any]) -> tuple[Any, Any]:
+    """The annotations of a pipeline's `x` (its second parameter) and of its return; `None` where absent."""
     hints = typing.get_type_hints(fn) if inspect.isfunction(fn) else {}
     params = list(inspect.signature(fn).parameters)
-    returned = typing.get_args(hints.get("return"))
-    return hints.get(params[1]) if len(params) > 1 else None, returned[0] if returned else None
+    return hints.get(params[1]) if len(params) > 1 else None, hints.get("return")
 
 
 def _pipeline_ports(fn: Callable[..., Any], ports: ProcessPorts | None) -> ProcessPorts:
     if ports is None:
-        hints = typing.get_type_hints(fn) if inspect.isfunction(fn) else {}
-        params = list(inspect.signature(fn).parameters)
-        x_hint = hints.get(params[1]) if len(params) > 1 else None
-        return make_ports({Input: x_hint}, {Output: hints.get("return")})
+        x_hint, y_hint = _x_and_return_hints(fn)
+        return make_ports({Input: x_hint}, {Output: y_hint})
     if ports != pipeline_ports:
         raise ArgumentError(f"a pipeline's ports are {pipeline_ports}, got {ports}")
     return ports
