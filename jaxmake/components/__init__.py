@@ -4,6 +4,7 @@ Layouts are per example and token-major: a sequence is `[T, d]`, an image `[H, W
 batch with `jax.vmap`.
 """
 
+from jaxmake.components._attention import CACHE_PORTS as CACHE_PORTS
 from jaxmake.components._attention import MASK_PORTS as MASK_PORTS
 from jaxmake.components._attention import MASKED_PORTS as MASKED_PORTS
 from jaxmake.components._attention import AttentionImpl as AttentionImpl
@@ -36,6 +37,7 @@ from jaxmake.components._functional import softmax_cross_entropy as softmax_cros
 from jaxmake.components._gpt import LOSS_PORTS as LOSS_PORTS
 from jaxmake.components._gpt import Gpt as Gpt
 from jaxmake.components._gpt import GptConfigs as GptConfigs
+from jaxmake.components._gpt import empty_cache as empty_cache
 from jaxmake.components._gpt import generate as generate
 from jaxmake.components._linear import InnerMlpConfigs as InnerMlpConfigs
 from jaxmake.components._linear import Linear as Linear
@@ -57,6 +59,7 @@ from jaxmake.components._pool import GlobalAvgPoolConfigs as GlobalAvgPoolConfig
 from jaxmake.components._pool import MaxPool as MaxPool
 from jaxmake.components._pool import PoolConfigs as PoolConfigs
 from jaxmake.components._pool import PoolPadding as PoolPadding
+from jaxmake.components._positional import POSITIONED_PORTS as POSITIONED_PORTS
 from jaxmake.components._positional import PositionalEncodeStrategy as PositionalEncodeStrategy
 from jaxmake.components._positional import PositionalEncoding as PositionalEncoding
 from jaxmake.components._positional import PositionalEncodingConfigs as PositionalEncodingConfigs

@@ -7,7 +7,7 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Float32
+from jaxtyping import Array, Bool, Float, Float32, Int
 
 import jaxmake as jm
 from jaxmake.components._fields import Size
@@ -46,6 +46,14 @@ MASK_PORTS = jm.make_ports(
 )
 """The ports `(Input, mask) -> (Output)`: the masked process without the attention weights,
 which a fused kernel can compute (`component(weights, x, mask=mask)` runs it)."""
+
+
+CACHE_PORTS = jm.make_ports((jm.Input, "k_cache", "v_cache", "position"), (jm.Output, "k_cache", "v_cache"))
+"""The cached process's ports, `(Input, k_cache, v_cache, position) -> (Output, k_cache, v_cache)`:
+new tokens attend to themselves and to those a key/value cache holds (incremental decoding).
+
+`SelfMultiHeadAttn`, `TransformerLayer`, `TransformerEncoder` and `Gpt` have it (ports compare
+by name, so this finds each one's); see `SelfMultiHeadAttn` for the shapes."""
 
 
 @runtime_checkable
@@ -92,6 +100,14 @@ class SelfMultiHeadAttn(PrecisionFields):
     * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: the same, and `attn:
       [n_heads, T, T]` (float32) the attention weights, exactly 0 where the mask is false
       (all 0 in a fully masked row).
+
+    * `CACHE_PORTS`, `(Input, "k_cache", "v_cache", "position") -> (Output, "k_cache",
+      "v_cache")`: incremental decoding. The caches `[S, dim_model]` (the heads side by
+      side, in `dtype`) hold the keys and values of the tokens before `position: Int[]`;
+      the `T` new tokens are written at `position .. position + T - 1`, and new token `t`
+      attends to the slots `s <= position + t` if `causal`, else to `s < position + T`.
+      The updated caches are returned. The caller keeps `position + T <= S` (writes past
+      the end are dropped). Always explicit (the scores are `[n_heads, T, S]`).
 
     `attention_impl` chooses how the first two are computed; the weight tree is the same:
 
@@ -168,10 +184,26 @@ class SelfMultiHeadAttn(PrecisionFields):
             y, attn = explicit(weights, inputs[jm.Input], inputs["mask"])
             return {jm.Output: y, "attn": attn}
 
+        def cached(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+            x, position = inputs[jm.Input], inputs["position"]
+            q, k, v = _project_kqv(c.kqv.weights(weights), x, n_heads, policy)
+            slots = position + jnp.arange(x.shape[0])  # where the new tokens go
+            caches = {
+                name: inputs[name].at[slots].set(new.reshape(len(slots), -1).astype(inputs[name].dtype), mode="drop")
+                for name, new in (("k_cache", k), ("v_cache", v))
+            }
+            keys, values = (policy.cast(caches[name]).reshape(-1, *q.shape[1:]) for name in ("k_cache", "v_cache"))
+            key_slots = jnp.arange(keys.shape[0])
+            last = slots[:, None] if causal else jnp.broadcast_to(position + len(slots) - 1, (len(slots), 1))
+            visible = key_slots <= last  # [T, S]
+            heads, _ = _multi_head(q, keys, values, visible, policy)
+            return {jm.Output: c.out(weights, heads), **caches}
+
         processes = {
             policy.pipeline_ports(Float[Array, "T dim_input"], "T dim_model"): pipeline,
             attention_ports(policy, "T dim_input", attn_dims=None): masked,
             attention_ports(policy, "T dim_input", attn_dims="n_heads T T"): with_weights,
+            cache_ports(policy, "T dim_input", "S dim_model"): cached,
         }
         return jm.Component(c.weight_params, processes, dims=config)
 
@@ -184,6 +216,16 @@ def attention_ports(policy: Policy, x_dims: str, attn_dims: str | None) -> jm.Pr
     if attn_dims is not None:
         outputs["attn"] = Float32[Array, attn_dims]
     return jm.make_ports({jm.Input: Float[Array, x_dims], "mask": Bool[Array, "T T"]}, outputs)
+
+
+def cache_ports(policy: Policy, x_dims: str, cache_dims: str) -> jm.ProcessPorts:
+    """`CACHE_PORTS` with their annotations: the input `x_dims`, the caches `cache_dims` and the
+    `Output` `[T, dim_model]` in the policy's compute dtype, `position` an int scalar."""
+    cache = policy.floats[Array, cache_dims]
+    return jm.make_ports(
+        {jm.Input: Float[Array, x_dims], "k_cache": cache, "v_cache": cache, "position": Int[Array, ""]},
+        {jm.Output: policy.floats[Array, "T dim_model"], "k_cache": cache, "v_cache": cache},
+    )
 
 
 def _fused_implementation(choice: AttentionImpl, policy: Policy, head_dim: int) -> Literal["xla", "cudnn"] | None:
@@ -225,12 +267,14 @@ def _with_causal(mask: Bool[Array, "T T"] | None, causal: bool, length: int) -> 
 
 def _multi_head(
     q: Float[Array, "T n_heads head_dim"],
-    k: Float[Array, "T n_heads head_dim"],
-    v: Float[Array, "T n_heads head_dim"],
-    mask: Bool[Array, "T T"] | None,
+    k: Float[Array, "S n_heads head_dim"],
+    v: Float[Array, "S n_heads head_dim"],
+    mask: Bool[Array, "T S"] | None,
     policy: Policy,
-) -> tuple[Float[Array, "T dim_model"], Float32[Array, "n_heads T T"]]:
+) -> tuple[Float[Array, "T dim_model"], Float32[Array, "n_heads T S"]]:
     """Each head's attention, explicitly; the heads' outputs concatenated in order, and the weights.
+
+    The `T` queries attend to `S` keys (`S = T` but for a cached decoder's caches).
 
     The scores are accumulated in float32 and the softmax taken in float32; the weights
     are cast to the compute dtype for the product with `v`.
@@ -267,8 +311,8 @@ def _fused_multi_head(
 
 
 def _softmax_over_keys(
-    scores: Float32[Array, "n_heads T T"], mask: Bool[Array, "T T"] | None
-) -> Float32[Array, "n_heads T T"]:
+    scores: Float32[Array, "n_heads T S"], mask: Bool[Array, "T S"] | None
+) -> Float32[Array, "n_heads T S"]:
     """Softmax over the last axis, exactly 0 where `mask` is false or 0 (a fully masked row is all 0).
 
     A fully masked row is first given every key (a finite softmax, so finite gradients,

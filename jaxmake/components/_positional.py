@@ -7,13 +7,14 @@ grid with one axis.
 
 import functools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Literal, Protocol, TypeAlias, runtime_checkable
 
+import jax
 import jax.numpy as jnp
 from annotated_types import MinLen
 from jax.typing import DTypeLike
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 import jaxmake as jm
 from jaxmake.components._fields import InitScale, Size
@@ -24,6 +25,11 @@ PositionalEncodeStrategy: TypeAlias = Literal["sum", "dot", "sinusoidal"]
 multiplied (`"dot"`), or the fixed sinusoids of Vaswani et al. added (`"sinusoidal"`)."""
 TensorPositionalEncodeStrategy: TypeAlias = Literal["dot", "sum", "naive_sum"]
 """How `TensorPositionalEncoding` combines its per-axis tables with the input (see there)."""
+
+
+POSITIONED_PORTS = jm.make_ports((jm.Input, "position"), jm.Output)
+"""The ports `(Input, "position") -> (Output)` of a dynamic-length `PositionalEncoding`: the
+input encoded from the position `position: Int[]` on."""
 
 
 @runtime_checkable
@@ -70,6 +76,10 @@ class PositionalEncoding(PrecisionFields):
     With `dynamic_length=False` the input has exactly `max_input_length` positions; with
     `dynamic_length=True` any `T <= max_input_length`, encoded by the first `T` positions
     (the component declares the limit, so `component.checked()` rejects a longer input).
+    A dynamic-length encoding also has the process `POSITIONED_PORTS`, `(Input, "position")
+    -> (Output)`: `position: Int[]` is the position of the input's first vector, which meets
+    `e_position .. e_{position + T - 1}` (a cached decoder's new tokens); the caller keeps
+    `position + T <= max_input_length` (beyond it the table's last `T` columns are used).
 
     The input is cast to `dtype`, the output is in it.
 
@@ -102,20 +112,28 @@ class PositionalEncoding(PrecisionFields):
         length, dim = config.max_input_length, config.dim_encoding
         strategy, policy = config.positional_encode_strategy, Policy(config)
 
-        def learned(weights: jm.Weights, x: Array) -> Array:
-            return _STRATEGIES[strategy](policy.cast(x), [weights["encoding_dim_0"][:, : x.shape[0]]])
+        def encode(weights: jm.Weights, x: Array, position: Array | int) -> Array:
+            if strategy == "sinusoidal":
+                return policy.cast(x) + sinusoidal_encoding(x.shape[0], dim, policy.dtype, start=position)
+            table = jax.lax.dynamic_slice_in_dim(weights["encoding_dim_0"], position, x.shape[0], axis=1)
+            return _STRATEGIES[strategy](policy.cast(x), [table])
 
-        def sinusoids(weights: jm.Weights, x: Array) -> Array:
-            return policy.cast(x) + sinusoidal_encoding(x.shape[0], dim, policy.dtype)
+        def pipeline(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+            return {jm.Output: encode(weights, inputs[jm.Input], 0)}
+
+        def from_position(weights: jm.Weights, inputs: Mapping[str, Array]) -> dict[str, Array]:
+            return {jm.Output: encode(weights, inputs[jm.Input], inputs["position"])}
 
         # A dynamic length is the free dim `T`, limited; a fixed one is bound to the config's.
         axis, limits = ("T", {"T": length}) if config.dynamic_length else ("max_input_length", {})
         sequence = f"{axis} dim_encoding"
         ports = policy.pipeline_ports(Float[Array, sequence], sequence)
-        if strategy == "sinusoidal":
-            return jm.Component.from_pipeline({}, sinusoids, ports, dims=config, limits=limits)
-        weight_params = _table_params(dim, (length,), config.init_scale, policy)
-        return jm.Component.from_pipeline(weight_params, learned, ports, dims=config, limits=limits)
+        processes: dict[jm.ProcessPorts, jm.FixedProcess] = {ports: pipeline}
+        if config.dynamic_length:
+            positioned = {**ports.input_types, "position": Int[Array, ""]}
+            processes[jm.make_ports(positioned, ports.output_types)] = from_position
+        weight_params = {} if strategy == "sinusoidal" else _table_params(dim, (length,), config.init_scale, policy)
+        return jm.Component(weight_params, processes, dims=config, limits=limits)
 
 
 class TensorPositionalEncoding(PrecisionFields):
@@ -192,8 +210,10 @@ class TensorPositionalEncoding(PrecisionFields):
         return jm.Component.from_pipeline(weight_params, encode, ports, dims=config)
 
 
-def sinusoidal_encoding(length: int, dim: int, dtype: DTypeLike = jnp.float32) -> Float[Array, "length dim"]:
-    """The fixed sinusoidal encodings of positions `0 .. length - 1` (Vaswani et al., 2017).
+def sinusoidal_encoding(
+    length: int, dim: int, dtype: DTypeLike = jnp.float32, *, start: int | Array = 0
+) -> Float[Array, "length dim"]:
+    """The fixed sinusoidal encodings of positions `start .. start + length - 1` (Vaswani et al., 2017).
 
     `pe[t, 2i] = sin(t / 10000**(2i / dim))` and `pe[t, 2i + 1] = cos(t / 10000**(2i / dim))`;
     an odd `dim` ends with a sine.
@@ -202,6 +222,7 @@ def sinusoidal_encoding(length: int, dim: int, dtype: DTypeLike = jnp.float32) -
         length: the number of positions.
         dim: the width of each position's vector.
         dtype: the dtype of the result (computed in float32).
+        start: the first position (an int, or an int array of shape `[]`).
 
     Returns:
         An array of shape `(length, dim)`.
@@ -213,7 +234,8 @@ def sinusoidal_encoding(length: int, dim: int, dtype: DTypeLike = jnp.float32) -
     """
     features = jnp.arange(dim)
     frequencies = 10000.0 ** -((features - features % 2).astype(jnp.float32) / dim)
-    angles = jnp.arange(length, dtype=jnp.float32)[:, None] * frequencies
+    positions = (start + jnp.arange(length)).astype(jnp.float32)
+    angles = positions[:, None] * frequencies
     return jnp.where(features % 2 == 0, jnp.sin(angles), jnp.cos(angles)).astype(dtype)
 
 

@@ -10,7 +10,13 @@ import jax.random as jr
 from jaxtyping import Array, Float
 
 import jaxmake as jm
-from jaxmake.components._attention import AttentionImpl, SelfMultiHeadAttn, attention_ports, check_heads
+from jaxmake.components._attention import (
+    AttentionImpl,
+    SelfMultiHeadAttn,
+    attention_ports,
+    cache_ports,
+    check_heads,
+)
 from jaxmake.components._dropout import Dropout
 from jaxmake.components._fields import Activation, Eps, KeepRate, Size
 from jaxmake.components._linear import InnerMlpConfigs, Mlp
@@ -124,14 +130,16 @@ class TransformerEncoderFields(TransformerFields):
     remat: Remat = "none"
 
 
-def _ports(policy: Policy, attn_dims: str) -> list[jm.ProcessPorts]:
-    """A transformer's processes' ports: the pipeline, `MASK_PORTS`, and `MASKED_PORTS` with
-    `attn` of the dims `attn_dims`; the `Output` in the compute dtype."""
+def _ports(policy: Policy, attn_dims: str, cache_dims: str) -> list[jm.ProcessPorts]:
+    """A transformer's processes' ports: the pipeline, `MASK_PORTS`, `MASKED_PORTS` with
+    `attn` of the dims `attn_dims`, and `CACHE_PORTS` with caches of the dims `cache_dims`;
+    the `Output` in the compute dtype."""
     x = Float[Array, "T dim_model"]
     return [
         policy.pipeline_ports(x, "T dim_model"),
         attention_ports(policy, "T dim_model", attn_dims=None),
         attention_ports(policy, "T dim_model", attn_dims=attn_dims),
+        cache_ports(policy, "T dim_model", cache_dims),
     ]
 
 
@@ -149,7 +157,10 @@ class TransformerLayer(TransformerFields):
     * the pipeline: `[T, dim_model] -> [T, dim_model]`;
     * `MASK_PORTS`, `(Input, "mask") -> (Output)`: `mask: [T, T]` as for `SelfMultiHeadAttn`;
     * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: the same, and `attn:
-      [n_heads, T, T]`, the attention weights (float32).
+      [n_heads, T, T]`, the attention weights (float32);
+    * `CACHE_PORTS`, `(Input, "k_cache", "v_cache", "position") -> (Output, "k_cache",
+      "v_cache")`: incremental decoding with the attention's caches `[S, dim_model]` (see
+      `SelfMultiHeadAttn`).
 
     Args:
         n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation,
@@ -186,16 +197,16 @@ class TransformerLayer(TransformerFields):
             norm2=lambda: LayerNorm.make(config),
             mlp=mlp,
         )
-        processes = {ports: _layer_process(c, ports, policy) for ports in _ports(policy, "n_heads T T")}
+        processes = {ports: _layer_process(c, ports, policy) for ports in _ports(policy, "n_heads T T", "S dim_model")}
         return jm.Component(c.weight_params, processes, fixed=config.dropout_keep_rate == 1.0, dims=config)
 
 
 def _layer_process(c: jm.Children, ports: jm.ProcessPorts, policy: Policy) -> jm.Process:
     """One pre-norm layer whose attention is the `mha` process with the same ports.
 
-    The inputs other than `Input` (the mask) go to the attention, and its outputs other
-    than `Output` (the attention weights) are the layer's. The residual stream is in the
-    compute dtype.
+    The inputs other than `Input` (the mask, the caches) go to the attention, and its
+    outputs other than `Output` (the attention weights, the caches) are the layer's. The
+    residual stream is in the compute dtype.
     """
 
     def process(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
@@ -239,7 +250,11 @@ class TransformerEncoder(TransformerEncoderFields):
     * the pipeline: `[T, dim_model] -> [T, dim_model]`;
     * `MASK_PORTS`, `(Input, "mask") -> (Output)`: `mask: [T, T]` as for `SelfMultiHeadAttn`;
     * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: the same, and `attn:
-      [n_tfe_layers, n_heads, T, T]`, every layer's weights (float32).
+      [n_tfe_layers, n_heads, T, T]`, every layer's weights (float32);
+    * `CACHE_PORTS`, `(Input, "k_cache", "v_cache", "position") -> (Output, "k_cache",
+      "v_cache")`: incremental decoding; the caches `[n_tfe_layers, S, dim_model]` hold
+      each layer's (see `SelfMultiHeadAttn`), in every layout (a universal encoder's one
+      layer still has a cache per application).
 
     Args:
         n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation,
@@ -289,7 +304,7 @@ class TransformerEncoder(TransformerEncoderFields):
                 return _scan(process, n, universal, min(config.scan_unroll, n), policy.cast)
             return _loop(process, n, universal)
 
-        ports_list = _ports(policy, "n_tfe_layers n_heads T T")
+        ports_list = _ports(policy, "n_tfe_layers n_heads T T", "n_tfe_layers S dim_model")
         processes = {ports: _then_norm(run(layer.get_process(ports)), c.norm) for ports in ports_list}
         spec = {**dict.fromkeys(layer_keys, layer_params), "norm": c.norm.component.weight_params}
         return jm.Component(spec, processes, fixed=config.dropout_keep_rate == 1.0, dims=config)
@@ -298,6 +313,16 @@ class TransformerEncoder(TransformerEncoderFields):
 def _fold(rng: Array | None, i: int | Array) -> Array | None:
     """The rng of step `i`: `fold_in(rng, i)`, or `None` (evaluation) when `rng` is `None`."""
     return None if rng is None else jr.fold_in(rng, i)
+
+
+_PER_LAYER = ("k_cache", "v_cache")
+"""The inputs that hold one slice per layer on their leading axis (the caches); the other
+inputs (the mask, the position) go to every layer whole."""
+
+
+def _per_layer(inputs: Mapping[str, Array]) -> dict[str, Array]:
+    """The inputs with a slice per layer."""
+    return {name: inputs[name] for name in _PER_LAYER if name in inputs}
 
 
 def _side_outputs(outputs: Mapping[str, Array]) -> dict[str, Array]:
@@ -311,7 +336,8 @@ def _loop(layer: jm.Process, n: int, universal: bool) -> jm.Process:
     def run(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
         x, sides = inputs[jm.Input], []
         for i in range(n):
-            outputs = layer(weights[_SHARED if universal else _loop_key(i)], {**inputs, jm.Input: x}, _fold(rng, i))
+            layer_inputs = {**inputs, **{name: value[i] for name, value in _per_layer(inputs).items()}, jm.Input: x}
+            outputs = layer(weights[_SHARED if universal else _loop_key(i)], layer_inputs, _fold(rng, i))
             x = outputs[jm.Output]
             sides.append(_side_outputs(outputs))
         stacked: dict[str, Array] = jax.tree.map(lambda *layers: jnp.stack(layers), *sides)
@@ -350,12 +376,13 @@ def _scan(layer: jm.Process, n: int, universal: bool, unroll: int, cast: Callabl
     """
 
     def run(weights: jm.Weights, inputs: Mapping[str, Array], rng: Array | None) -> dict[str, Array]:
-        def step(x: Array, per_layer: tuple[Any, Array]) -> tuple[Array, dict[str, Array]]:
-            stacked_weights, i = per_layer
-            outputs = layer(weights[_SHARED] if universal else stacked_weights, {**inputs, jm.Input: x}, _fold(rng, i))
+        def step(x: Array, per_layer: tuple[Any, Array, dict[str, Array]]) -> tuple[Array, dict[str, Array]]:
+            stacked_weights, i, sliced = per_layer
+            layer_weights = weights[_SHARED] if universal else stacked_weights
+            outputs = layer(layer_weights, {**inputs, **sliced, jm.Input: x}, _fold(rng, i))
             return outputs[jm.Output], _side_outputs(outputs)
 
-        per_layer = (None if universal else weights[_STACKED], jnp.arange(n))
+        per_layer = (None if universal else weights[_STACKED], jnp.arange(n), _per_layer(inputs))
         x, stacked = jax.lax.scan(step, cast(inputs[jm.Input]), per_layer, unroll=unroll)
         return {**stacked, jm.Output: x}
 

@@ -61,11 +61,11 @@ def test_sequences_longer_than_the_context_are_rejected(gpt: jm.Component) -> No
 def test_generate_is_deterministic_compiles_once_and_slides_the_window(gpt: jm.Component, getkey: Any) -> None:
     weights = jm.make_weights(getkey(), gpt.weight_params)
     prompt, key = jnp.array([1, 2, 3]), getkey()
-    _gpt._sampler.cache_clear()
+    _gpt._cached_sampler.cache_clear()
     first = generate(gpt, weights, prompt, 12, key, temperature=0.8, top_k=5)
     assert first.shape == (15,) and first[:3].tolist() == [1, 2, 3]
     assert first.tolist() == generate(gpt, weights, prompt, 12, key, temperature=0.8, top_k=5).tolist()
-    assert _gpt._sampler.cache_info().misses == 1
+    assert _gpt._cached_sampler.cache_info().misses == 1
     greedy = generate(gpt, weights, prompt, 4, key, temperature=1e-6)
     context = greedy[:3]
     for position in range(3, 7):  # greedy decoding is the argmax of the pipeline
