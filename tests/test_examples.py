@@ -94,3 +94,17 @@ def test_the_res_mlp_block_checks_at_make_time_and_trains() -> None:
     with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes int32 counts with Python floats
         losses = res_mlp.train(res_mlp.ResMlp(dim_model=4, n_hidden=16), steps=30)
     assert all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_lora_chars_fine_tunes_the_adapters_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("lora_chars", EXAMPLES / "lora_chars.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tiny = ["--base-steps", "2", "--lora-steps", "2", "--dim-model", "16", "--n-tfe-layers", "1", "--n-ctx", "16"]
+    figures = module.main([*tiny, "--batch-size", "4", "--out", str(tmp_path)])
+    assert figures["base_unchanged"] is True
+    # rank 4 on kqv [16, 48], out [16, 16], mlp [16, 64] and [64, 16]: 4 * (n_in + n_out) each
+    assert figures["trainable_parameters"] == 4 * (64 + 32 + 80 + 80) and 0 < figures["trainable_fraction"] < 0.2
+    assert np.isfinite(figures["valid_loss_before"]) and np.isfinite(figures["valid_loss_after"])
+    assert "base weights bit-identical after fine-tuning: True" in capsys.readouterr().out

@@ -54,6 +54,9 @@ PUBLIC = [
     "State",
     "StatefulPipeline",
     "make_state",
+    "match_paths",
+    "path_matches",
+    "weight_paths",
 ]
 
 

@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from tyro.conf import OmitArgPrefixes, Positional
 
 import jaxmake as jm
-from jaxmake import data, training
+from jaxmake import data, export, training
 from jaxmake.cli._configs import CliError, build_config, config_dict, load_model_config, model_class, parse_value
 from jaxmake.cli._plot import plot_history
 from jaxmake.cli._scale import Scale
@@ -220,6 +220,12 @@ class TrainChars(jm.Config):
         steps_per_call: steps per compiled call (see `TrainConfig.steps_per_call`); by
             default those between two log lines on an accelerator, 1 on a CPU.
         resume: continue the run in `out` from its latest checkpoint.
+        freeze: weight-path patterns of the weights not to train, `!` exempting, the
+            last that selects a weight deciding (see `TrainConfig.freeze`); e.g.
+            `--freeze 'embedding.*' positional_encoding`.
+        learning_rate_factors: pattern and factor pairs multiplying the updates of the
+            weights the pattern selects (see `TrainConfig.learning_rate_factors`); e.g.
+            `--learning-rate-factors 'embedding.*' 0.1`.
         scale: devices and processes.
     """
 
@@ -236,6 +242,8 @@ class TrainChars(jm.Config):
     precision: Precision = "f32"
     steps_per_call: int | None = None
     resume: bool = False
+    freeze: tuple[str, ...] = ()
+    learning_rate_factors: tuple[tuple[str, float], ...] = ()
     scale: Annotated[Scale, OmitArgPrefixes] = Scale()
 
     def validate(self) -> None:
@@ -266,6 +274,8 @@ class TrainChars(jm.Config):
             seed=self.seed,
             loss_scaling=_loss_scaling(gpt.dtype),
             steps_per_call=self.steps_per_call or steps_per_call_default(max(self.steps // 50, 1)),
+            freeze=self.freeze,
+            learning_rate_factors=self.learning_rate_factors,
         )
         task = chars_task(gpt, text, self.batch_size, self.seed)
         weights = self.scale.make_weights(jax.random.key(self.seed), Gpt.make(gpt).weight_params, mesh)
@@ -293,8 +303,46 @@ SAMPLE_CHUNK = 256
 """`jaxmake sample` generates (and prints) this many characters per compiled call."""
 
 
+class CharsRun(NamedTuple):
+    """What a `jaxmake train chars` run holds: its `Gpt` config, the component, the vocabulary, the latest weights."""
+
+    config: Gpt
+    component: jm.Component
+    vocab: data.CharVocab
+    weights: jm.Weights
+
+
+def load_chars_run(run: Path) -> CharsRun:
+    """Read a `jaxmake train chars` run folder (for `sample` and `export`).
+
+    Raises:
+        CliError: the folder is not a chars run, or its config.json is damaged.
+        RunDirError: it holds no config.json, or no intact checkpoint.
+        WeightsError: its weights do not match its config.
+    """
+    metadata = training.load_metadata(run)
+    task = metadata.get("task")
+    if metadata.get("model") != "Gpt" or not isinstance(task, dict) or not isinstance(task.get("vocab"), list):
+        raise CliError(
+            f"{run} is not a `jaxmake train chars` run (its config.json names the model "
+            f"{jm.value_repr(metadata.get('model'))} and no vocabulary)"
+        )
+    fields = metadata.get("config")
+    if not isinstance(fields, dict):
+        raise CliError(f"{run / 'config.json'} is damaged: its 'config' is not a table of Gpt fields")
+    gpt = build_config(Gpt, fields, str(run / "config.json"))
+    component = Gpt.make(gpt)
+    vocab = data.CharVocab(tuple(task["vocab"]))
+    if vocab.size != gpt.vocab_size:
+        raise CliError(f"{run / 'config.json'} is damaged: {vocab.size} characters for {gpt.vocab_size} tokens")
+    return CharsRun(gpt, component, vocab, training.load_weights(run, component.weight_params))
+
+
 class Sample(jm.Config):
     """Generate text from a `jaxmake train chars` run, printed as it comes (Ctrl-C stops it).
+
+    Decodes with the key/value cache (`generate`): the prompt in one call, then one
+    character per step, 256 characters per compiled call.
 
     Args:
         run: the run folder.
@@ -303,6 +351,10 @@ class Sample(jm.Config):
         temperature: lower is greedier, in [0.001, 1000].
         top_k: sample among the `top_k` most likely characters only (0, or the vocabulary's size or more: all).
         seed: seeds the sampling; the same seed gives the same text.
+        slide: once the context holds the run's `n_ctx` characters, how far its window moves
+            at a time (the rest is run afresh; see `generate`): 1 is exactly the last
+            `n_ctx` characters for every new one, and slowest; 0 (the default) is a quarter
+            of `n_ctx`; at most `n_ctx`.
     """
 
     run: Path
@@ -311,29 +363,15 @@ class Sample(jm.Config):
     temperature: Annotated[float, Ge(1e-3), Le(1e3)] = 0.8
     top_k: Annotated[int, Ge(0)] = 0
     seed: Annotated[int, Ge(0)] = 0
+    slide: Annotated[int, Ge(0)] = 0
 
     def run_command(self) -> None:
-        metadata = training.load_metadata(self.run)
-        task = metadata.get("task")
-        if metadata.get("model") != "Gpt" or not isinstance(task, dict) or not isinstance(task.get("vocab"), list):
-            raise CliError(
-                f"{self.run} is not a `jaxmake train chars` run (its config.json names the model "
-                f"{jm.value_repr(metadata.get('model'))} and no vocabulary)"
-            )
-        fields = metadata.get("config")
-        if not isinstance(fields, dict):
-            raise CliError(f"{self.run / 'config.json'} is damaged: its 'config' is not a table of Gpt fields")
-        gpt = build_config(Gpt, fields, str(self.run / "config.json"))
-        component = Gpt.make(gpt)
-        vocab = data.CharVocab(tuple(task["vocab"]))
-        if vocab.size != gpt.vocab_size:
-            raise CliError(
-                f"{self.run / 'config.json'} is damaged: {vocab.size} characters for {gpt.vocab_size} tokens"
-            )
+        gpt, component, vocab, weights = load_chars_run(self.run)
         prompt = jnp.asarray(vocab.encode(self.prompt))
         if prompt.shape[0] == 0:
             raise CliError("the prompt must hold at least one character")
-        weights = training.load_weights(self.run, component.weight_params)
+        if self.slide > gpt.n_ctx:
+            raise CliError(f"--slide {self.slide} is more than the run's n_ctx={gpt.n_ctx}")
         print(self.prompt, end="", flush=True)
         context, key = prompt[-gpt.n_ctx :], jax.random.key(self.seed)
         for chunk, start in enumerate(range(0, self.tokens, SAMPLE_CHUNK)):
@@ -346,10 +384,45 @@ class Sample(jm.Config):
                 jax.random.fold_in(key, chunk),
                 temperature=self.temperature,
                 top_k=self.top_k if 0 < self.top_k < vocab.size else None,
+                slide=self.slide or max(gpt.n_ctx // 4, 1),
             )
             print(vocab.decode([int(t) for t in sampled[-n_new:]]), end="", flush=True)
             context = sampled[-gpt.n_ctx :]
         print()
+
+
+class Export(jm.Config):
+    """Export a `jaxmake train chars` run's model (tokens -> logits) for serving with plain JAX and NumPy.
+
+    Writes `out/model.jaxexport` (`jax.export`, a batch of token sequences `[batch, T]`,
+    T <= n_ctx, to logits `[batch, T, vocab_size]`), `out/weights.npz` and
+    `out/signature.json` (shapes, limits, and the vocabulary under `metadata`).
+
+    Args:
+        run: the run folder.
+        out: the folder to write; it must not exist or be empty, unless --force.
+        force: write into a folder that is not empty, replacing an earlier export's three files.
+    """
+
+    run: Path
+    out: Path
+    force: bool = False
+
+    def run_command(self) -> None:
+        gpt, component, vocab, weights = load_chars_run(self.run)
+        if self.out.exists() and not self.out.is_dir():
+            raise CliError(f"--out {self.out} is a file: an export is written to a folder")
+        if self.out.is_dir() and any(self.out.iterdir()) and not self.force:
+            raise CliError(f"--out {self.out} is not empty: choose a new folder, or pass --force to write into it")
+        exported = export.export(component, batch=True)
+        metadata = {"vocab": list(vocab.chars), "run": str(self.run), "model": "Gpt", "config": config_dict(gpt)}
+        folder = export.save(self.out, exported, weights, metadata, overwrite=self.force)
+        size = (folder / export.ARTIFACT).stat().st_size
+        print(
+            f"wrote {folder}: {export.ARTIFACT} ({size:,} bytes; tokens [batch, T <= {gpt.n_ctx}] -> logits "
+            f"[batch, T, {gpt.vocab_size}]), {export.WEIGHTS} ({(folder / export.WEIGHTS).stat().st_size:,} bytes), "
+            f"{export.SIGNATURE}"
+        )
 
 
 class Summary(jm.Config):

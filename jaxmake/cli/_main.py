@@ -24,7 +24,7 @@ import jax
 import tyro
 
 import jaxmake as jm
-from jaxmake.cli._commands import Check, Sample, Summary, TrainChars, TrainDigits
+from jaxmake.cli._commands import Check, Export, Sample, Summary, TrainChars, TrainDigits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,7 @@ def main(args: Sequence[str] | None = None) -> int:
     try:
         with contextlib.redirect_stderr(errors):
             command = tyro.extras.subcommand_cli_from_dict(
-                {"train": Train, "sample": Sample, "summary": Summary, "check": Check},
+                {"train": Train, "sample": Sample, "export": Export, "summary": Summary, "check": Check},
                 prog="jaxmake",
                 description="jaxmake: configs -> make -> components -> weights -> jit.",
                 args=args,
@@ -58,7 +58,7 @@ def main(args: Sequence[str] | None = None) -> int:
         with _one_line_warnings(), _quiet_orbax():
             if isinstance(command, Train):
                 command.job.run()
-            elif isinstance(command, Sample):
+            elif isinstance(command, Sample | Export):
                 command.run_command()
             else:
                 command.run()

@@ -165,7 +165,7 @@ class SelfMultiHeadAttn(PrecisionFields):
 
         def explicit(weights: jm.Weights, x: Array, mask: Array | None) -> tuple[Array, Array]:
             q, k, v = _project_kqv(c.kqv.weights(weights), x, n_heads, policy)
-            heads, attn = _multi_head(q, k, v, _with_causal(mask, causal, x.shape[0]), policy)
+            heads, attn = _multi_head(q, k, v, _with_causal(mask, causal, q), policy)
             return c.out(weights, heads), attn
 
         def attend(weights: jm.Weights, x: Array, mask: Array | None) -> Array:
@@ -257,11 +257,17 @@ def _project_kqv(
     return projected[0], projected[1], projected[2]
 
 
-def _with_causal(mask: Bool[Array, "T T"] | None, causal: bool, length: int) -> Bool[Array, "T T"] | None:
-    """`mask`, and'ed with the causal mask (query `t` attends to keys `s <= t`) if `causal`."""
+def _with_causal(
+    mask: Bool[Array, "T T"] | None, causal: bool, queries: Float[Array, "T n_heads head_dim"]
+) -> Bool[Array, "T T"] | None:
+    """`mask`, and'ed with the causal mask (query `t` attends to keys `s <= t`) if `causal`.
+
+    The length comes from the `queries` (an array, so that a symbolic length, as
+    `jax.export` traces one, passes the annotations too).
+    """
     if not causal:
         return mask
-    lower = jnp.tri(length, dtype=jnp.bool_)
+    lower = jnp.tri(queries.shape[0], dtype=jnp.bool_)
     return lower if mask is None else lower & mask.astype(bool)
 
 

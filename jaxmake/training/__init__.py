@@ -3,6 +3,8 @@
 * `TrainConfig`: the optimizer, schedule and bookkeeping knobs, validated on construction;
 * `make_optimizer`, `make_schedule`, `decay_mask`: gradient clipping, then AdamW on a linear
   warmup + cosine (or constant) schedule, with weight decay on matrices only;
+  `weight_labels`: the weights frozen or given a learning-rate factor by path patterns
+  (`TrainConfig.freeze`, `learning_rate_factors`), the groups of an `optax.partition`;
 * `Task`, `StatefulTask`, `shuffled_batches`: what a model plugs into the loop (loss, batches,
   evaluation; and the state of a model with one, such as BatchNorm's running statistics);
 * `train`: the loop, several steps per compiled call, with a progress bar or log lines, a
@@ -33,6 +35,7 @@ from jaxmake.training._loss_scale import LossScaledState as LossScaledState
 from jaxmake.training._optimizer import decay_mask as decay_mask
 from jaxmake.training._optimizer import make_optimizer as make_optimizer
 from jaxmake.training._optimizer import make_schedule as make_schedule
+from jaxmake.training._optimizer import weight_labels as weight_labels
 from jaxmake.training._progress import ProgressMode as ProgressMode
 from jaxmake.training._run_dir import History as History
 from jaxmake.training._run_dir import RunDirError as RunDirError

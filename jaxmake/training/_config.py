@@ -62,6 +62,18 @@ class TrainConfig(jm.Config):
             times slower than outside one (measured with jax 0.10: a ResNet step on
             digits took 1.46 s in a `lax.scan`, 0.054 s alone); give more for models
             without convolutions, or on a GPU.
+        freeze: weight-path patterns of the weights not to train (see `jm.path_matches`:
+            `fnmatch` patterns of dotted paths such as `encoder.tfe_layer_0.*`; a pattern
+            naming a group selects every weight under it). As in a `.gitignore`, a pattern
+            starting with `!` exempts what it selects, and the last pattern that selects a
+            weight decides: `("*", "!*.lora_a", "!*.lora_b")` trains the LoRA adapters only.
+            A frozen weight is never updated (it stays bit for bit as given, through
+            resumes too), holds no optimizer state, and its gradient counts neither in
+            the clipping norm nor in the history's `grad_norm`.
+        learning_rate_factors: `(pattern, factor)` pairs: the updates of the weights a
+            pattern selects are multiplied by `factor`, in (0, 1000] (weight decay
+            included, as a learning rate would be); where several select a weight, the
+            last decides; e.g. `(("embedding.*", 0.1),)`.
 
     Raises:
         ConfigError: a field is out of range or of the wrong type.
@@ -90,6 +102,23 @@ class TrainConfig(jm.Config):
     loss_scaling: LossScaling = "none"
     loss_scale_period: Annotated[int, Interval(ge=1, le=10**9)] = 2000
     steps_per_call: Annotated[int, Interval(ge=1, le=10**6)] = 1
+    freeze: tuple[str, ...] = ()
+    learning_rate_factors: tuple[tuple[str, Annotated[float, Interval(gt=0.0, le=1000.0)]], ...] = ()
+
+    def __post_init__(self) -> None:
+        factors = self.learning_rate_factors
+        if isinstance(factors, list | tuple):  # read back from JSON as `[["embedding.*", 0.1]]`
+            pairs = tuple(tuple(pair) if isinstance(pair, list) else pair for pair in factors)
+            object.__setattr__(self, "learning_rate_factors", pairs)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        for index, pattern in enumerate(self.freeze):
+            if pattern in ("", "!"):
+                raise self.error("freeze", f"item {index}: a pattern must not be empty")
+        for index, (pattern, _) in enumerate(self.learning_rate_factors):
+            if not pattern:
+                raise self.error("learning_rate_factors", f"item {index}: a pattern must not be empty")
 
     @property
     def warmup_steps(self) -> int:

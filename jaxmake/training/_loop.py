@@ -68,7 +68,7 @@ from jaxmake.training._loss_scale import (
     scaled_value_and_grad,
     select_tree,
 )
-from jaxmake.training._optimizer import make_optimizer, make_schedule
+from jaxmake.training._optimizer import make_optimizer, make_schedule, unfrozen, weight_labels
 from jaxmake.training._progress import ProgressMode, make_progress
 from jaxmake.training._run_dir import History, read_history, write_config, write_history
 from jaxmake.training._shared import check_shared
@@ -133,10 +133,10 @@ def train(
     `fold_in(key(config.seed), s)`, clips the gradients and applies AdamW (see
     `make_optimizer`). A history entry is made every `config.log_every` steps and at
     every evaluation and checkpoint step; it holds `step` (updates done), `loss`,
-    `grad_norm` (before clipping) and the task's metrics averaged since the previous entry, `lr` (of the
-    last step), `steps_per_s` (of the steps since the previous entry, compilation
-    included the first time), `time` (wall seconds since the run began) and, at
-    evaluation steps, `eval_<name>`.
+    `grad_norm` (before clipping, of the weights not frozen) and the task's metrics
+    averaged since the previous entry, `lr` (of the last step), `steps_per_s` (of the
+    steps since the previous entry, compilation included the first time), `time` (wall
+    seconds since the run began) and, at evaluation steps, `eval_<name>`.
 
     With `config.loss_scaling="dynamic"` the loss is differentiated times the loss scale
     and the gradients divided back (see `TrainConfig.loss_scaling`); a step whose
@@ -184,8 +184,10 @@ def train(
             gradient norm; or, with it, the loss scale falls below 1 (gradients that are
             not finite at any scale). Nothing of that step or later is saved, so the
             latest checkpoint is the last good one.
-        WeightsError: resuming from a checkpoint whose weights do not match `weights`;
-            lists every missing, extra and mis-shaped path.
+        WeightsError: a pattern of `config.freeze` or `config.learning_rate_factors`
+            selects no weight of `weights` (before anything is compiled); or resuming
+            from a checkpoint whose weights do not match `weights`; lists every missing,
+            extra and mis-shaped path.
         FileExistsError: `run_dir` already holds checkpoints and `resume` is false.
         RunDirNotShared: with several processes, `run_dir` is not one folder that all of
             them see (raised on every process, before training).
@@ -205,6 +207,7 @@ def train(
             "`StatefulTask`, and only with one"
             + ("" if state is None else f"; it was given a state holding {sorted(map(str, state))} with a `Task`")
         )
+    weight_labels(config, weights)  # a freeze or factor pattern that selects no weight fails here, before compiling
     stateful = as_stateful(task)
     writes = jax.process_index() == 0  # the one process that writes the run's files and shows progress
     run_dir = Path(run_dir)
@@ -326,7 +329,12 @@ def _compile_chunk(
             (loss_value, (metrics, state)), grads = jax.value_and_grad(loss, has_aux=True)(weights, state, batch, rng)
             _check_metrics(metrics)
             weights, opt_state = update(weights, opt_state, grads)
-            scalars = {"loss": loss_value, "lr": schedule(step), "grad_norm": _global_norm(grads), **metrics}
+            scalars = {
+                "loss": loss_value,
+                "lr": schedule(step),
+                "grad_norm": _global_norm(unfrozen(config, grads)),
+                **metrics,
+            }
         else:
             scaled: LossScaledState = opt_state
             (loss_value, (metrics, new_state)), grads = scaled_value_and_grad(loss, scaled.loss_scale.scale)(
@@ -341,7 +349,7 @@ def _compile_chunk(
             scalars = {
                 "loss": loss_value,
                 "lr": schedule(step),
-                "grad_norm": jnp.where(finite, _global_norm(grads), jnp.nan),
+                "grad_norm": jnp.where(finite, _global_norm(unfrozen(config, grads)), jnp.nan),
                 "loss_scale": loss_scale.scale,
                 "skipped": jnp.where(finite, 0.0, 1.0),
                 **metrics,
@@ -427,9 +435,7 @@ def _init_like(optimizer: optax.GradientTransformation, weights: jm.Weights, los
     `loss_scaling="dynamic"`, a `LossScaledState` holding it and `init_loss_scale()`.
     """
     abstract = jax.eval_shape(optimizer.init, weights)
-    shardings = optax.tree_utils.tree_map_params(
-        optimizer, lambda _, weight: weight.sharding, abstract, weights, transform_non_params=lambda _: None
-    )
+    shardings = _like_weights(abstract, weights)
     if loss_scaling == "none":
         return jax.jit(optimizer.init, out_shardings=shardings)(weights)
 
@@ -438,6 +444,32 @@ def _init_like(optimizer: optax.GradientTransformation, weights: jm.Weights, los
 
     scale_shardings = jax.tree.map(lambda _: None, jax.eval_shape(init_loss_scale))  # scalars: left to XLA
     return jax.jit(init, out_shardings=LossScaledState(shardings, scale_shardings))(weights)
+
+
+def _like_weights(abstract: Any, weights: jm.Weights) -> Any:
+    """The sharding of each leaf of an optimizer state: its weight's, for a moment of a weight; else `None`.
+
+    A moment is a leaf whose key path ends with a weight's path (`...mu['head']['w']`) and
+    whose shape is that weight's. Read from the paths, this holds for any optax state,
+    that of `optax.partition` too (where a group's moments hold only its own weights).
+    """
+    by_path = {tuple(path.split(".")): weight for path, weight in zip(jm.weight_paths(weights), _leaves(weights))}
+
+    def sharding(key_path: tuple[Any, ...], leaf: Any) -> Any:
+        names: list[str] = []
+        for key in reversed(key_path):
+            if not isinstance(key, jax.tree_util.DictKey):
+                break
+            names.insert(0, str(key.key))
+        weight = by_path.get(tuple(names))
+        return weight.sharding if weight is not None and weight.shape == leaf.shape else None
+
+    return jax.tree_util.tree_map_with_path(sharding, abstract)
+
+
+def _leaves(weights: Mapping[str, Any]) -> list[Any]:
+    """The weights of a tree in the order of `jm.weight_paths`."""
+    return [leaf for node in weights.values() for leaf in (_leaves(node) if isinstance(node, Mapping) else [node])]
 
 
 def _placed(state: jm.Weights, mesh: Mesh | None) -> jm.Weights:

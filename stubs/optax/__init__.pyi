@@ -1,6 +1,6 @@
 # Partial stub of optax (ships no `py.typed`): the names jaxmake uses, typed as optax
 # documents them; any other name is `Any` (typeshed's convention for an incomplete stub).
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, TypeAlias
 
 import numpy as np
@@ -39,6 +39,15 @@ def adamw(
     *,
     nesterov: bool = False,
 ) -> GradientTransformationExtraArgs: ...
+def partition(
+    transforms: Mapping[Hashable, GradientTransformation],
+    param_labels: Any | Callable[[Params], Any],
+    *,
+    mask_compatible_extra_args: bool = False,
+) -> GradientTransformationExtraArgs: ...
+def set_to_zero() -> GradientTransformation: ...
+def identity() -> GradientTransformation: ...
+def scale(step_size: Numeric) -> GradientTransformation: ...
 def constant_schedule(value: Numeric) -> Schedule: ...
 def linear_schedule(
     init_value: Numeric, end_value: Numeric, transition_steps: int, transition_begin: int = 0

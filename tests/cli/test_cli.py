@@ -135,6 +135,27 @@ def test_resume_finishes_an_interrupted_run_exactly(chars_run: Path, text_file: 
     jax.tree.map(np.testing.assert_array_equal, straight, resumed)
 
 
+def test_train_chars_freezes_weights_by_path(
+    text_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "frozen"
+    args = ["train", "chars", "--text", str(text_file), "--steps", "2", "--out", str(out), *TINY_GPT]
+    assert main([*args, "--freeze", "*", "!lm_head", "--learning-rate-factors", "lm_head.b", "0.5"]) == 0
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert (saved["freeze"], saved["learning_rate_factors"]) == (["*", "!lm_head"], [["lm_head.b", 0.5]])
+    spec = Gpt.make(Gpt(**training.load_metadata(out)["config"])).weight_params
+    trained = training.load_weights(out, spec)
+    initial = jm.make_weights(jax.random.key(0), spec)
+    np.testing.assert_array_equal(trained["embedding"]["dict"], initial["embedding"]["dict"])
+    assert not np.array_equal(trained["lm_head"]["w"], initial["lm_head"]["w"])
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "typo"), "--freeze", "embeding"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "jaxmake: error: `TrainConfig.freeze` item 0: the weight-path pattern `embeding` selects no weight; "
+        "the nearest paths are `embedding`"
+    )
+
+
 def test_sample_is_deterministic_and_rejects_unknown_characters(
     chars_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -146,6 +167,35 @@ def test_sample_is_deterministic_and_rejects_unknown_characters(
     assert main(["sample", "--run", str(chars_run), "--prompt", "Zebra"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("jaxmake: error: ") and error.count("\n") == 1 and "'Z'" in error
+
+
+def test_export_writes_an_artifact_that_plain_jax_serves(
+    chars_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "served"
+    assert main(["export", "--run", str(chars_run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.strip()
+    size = (out / "model.jaxexport").stat().st_size
+    assert (
+        printed.startswith(f"wrote {out}: model.jaxexport ({size:,} bytes; tokens [batch, T <= ")
+        and "\n" not in printed
+    )
+    exported = jax.export.deserialize(bytearray((out / "model.jaxexport").read_bytes()))
+    served = dict(np.load(out / "weights.npz"))
+    signature = json.loads((out / "signature.json").read_text())
+    config = Gpt(**json.loads((chars_run / "config.json").read_text())["metadata"]["config"])
+    gpt = Gpt.make(config)
+    vocab = signature["metadata"]["vocab"]
+    assert len(vocab) == config.vocab_size and signature["limits"] == {"T": config.n_ctx}
+    tokens = np.arange(6, dtype=np.int32).reshape(2, 3) % config.vocab_size
+    logits = exported.call(served, {"Input": tokens})["Output"]
+    expected = jax.vmap(lambda t: gpt(training.load_weights(chars_run, gpt.weight_params), t))(tokens)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), rtol=1e-6, atol=1e-6)
+    assert main(["export", "--run", str(chars_run), "--out", str(out)]) == 2
+    assert f"--out {out} is not empty: choose a new folder, or pass --force to write into it" in _one_error_line(capsys)
+    assert main(["export", "--run", str(chars_run), "--out", str(out), "--force"]) == 0
+    assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "other")]) == 2
+    assert "holds no config.json" in _one_error_line(capsys)
 
 
 def test_summary_tables(capsys: pytest.CaptureFixture[str]) -> None:
@@ -403,6 +453,9 @@ def test_sample_streams_and_is_bounded(chars_run: Path, capsys: pytest.CaptureFi
     assert main([*args, "--tokens", "100000000"]) == 2
     assert "`Sample.tokens`=100000000 must be <= 1000000" in _one_error_line(capsys)
     assert main([*args, "--tokens", "3", "--top-k", "1000"]) == 0  # more than the vocabulary: all characters
+    capsys.readouterr()
+    assert main([*args, "--tokens", "3", "--slide", "9"]) == 2
+    assert "--slide 9 is more than the run's n_ctx=8" in _one_error_line(capsys)
 
 
 def test_device_and_cross_process_failures_are_one_line(

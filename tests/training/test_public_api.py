@@ -33,6 +33,7 @@ PUBLIC = [
     "record_results",
     "shuffled_batches",
     "train",
+    "weight_labels",
 ]
 
 
