@@ -1,5 +1,6 @@
-"""The core install is light: `pip install jaxmake` brings jax and a few small typing
-packages; the command line and training stack come with the `train` extra.
+"""The core install is light: `pip install jaxmake` brings jax, a few small typing packages
+and flatbuffers (which `jax.export` needs to serialize, for `jaxmake.export`); the command
+line and training stack come with the `train` extra.
 
 The core modules are imported in subprocesses whose import system refuses the extra's
 packages (and hypothesis), as on a machine where they are not installed.
@@ -18,7 +19,7 @@ from jaxmake.cli import TRAIN_EXTRA_MODULES
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
-CORE = {"jax", "jaxlib", "numpy", "beartype", "jaxtyping", "annotated-types"}
+CORE = {"jax", "jaxlib", "numpy", "beartype", "jaxtyping", "annotated-types", "flatbuffers"}
 TRAIN = {"optax", "orbax-checkpoint", "tyro", "tqdm", "matplotlib", "scikit-learn"}
 BLOCKED = ("optax", "orbax", "tyro", "tqdm", "matplotlib", "sklearn", "hypothesis")
 

@@ -101,13 +101,14 @@ class SelfMultiHeadAttn(PrecisionFields):
       [n_heads, T, T]` (float32) the attention weights, exactly 0 where the mask is false
       (all 0 in a fully masked row).
 
-    * `CACHE_PORTS`, `(Input, "k_cache", "v_cache", "position") -> (Output, "k_cache",
-      "v_cache")`: incremental decoding. The caches `[S, dim_model]` (the heads side by
-      side, in `dtype`) hold the keys and values of the tokens before `position: Int[]`;
-      the `T` new tokens are written at `position .. position + T - 1`, and new token `t`
-      attends to the slots `s <= position + t` if `causal`, else to `s < position + T`.
-      The updated caches are returned. The caller keeps `position + T <= S` (writes past
-      the end are dropped). Always explicit (the scores are `[n_heads, T, S]`).
+    * with `causal` only, `CACHE_PORTS`, `(Input, "k_cache", "v_cache", "position") ->
+      (Output, "k_cache", "v_cache")`: incremental decoding. The caches `[S, dim_model]`
+      (the heads side by side, in `dtype`) hold the keys and values of the tokens before
+      `position: Int[]`; the `T` new tokens are written at `position .. position + T -
+      1`, and new token `t` attends to the slots `s <= position + t`: the pipeline's
+      outputs for those tokens. The updated caches are returned. The caller keeps
+      `position + T <= S` (writes past the end are dropped). Always explicit (the
+      scores are `[n_heads, T, S]`).
 
     `attention_impl` chooses how the first two are computed; the weight tree is the same:
 
@@ -194,17 +195,16 @@ class SelfMultiHeadAttn(PrecisionFields):
             }
             keys, values = (policy.cast(caches[name]).reshape(-1, *q.shape[1:]) for name in ("k_cache", "v_cache"))
             key_slots = jnp.arange(keys.shape[0])
-            last = slots[:, None] if causal else jnp.broadcast_to(position + len(slots) - 1, (len(slots), 1))
-            visible = key_slots <= last  # [T, S]
-            heads, _ = _multi_head(q, keys, values, visible, policy)
+            heads, _ = _multi_head(q, keys, values, key_slots <= slots[:, None], policy)
             return {jm.Output: c.out(weights, heads), **caches}
 
         processes = {
             policy.pipeline_ports(Float[Array, "T dim_input"], "T dim_model"): pipeline,
             attention_ports(policy, "T dim_input", attn_dims=None): masked,
             attention_ports(policy, "T dim_input", attn_dims="n_heads T T"): with_weights,
-            cache_ports(policy, "T dim_input", "S dim_model"): cached,
         }
+        if causal:  # incremental decoding is causal: a token never sees those after it
+            processes[cache_ports(policy, "T dim_input", "S dim_model")] = cached
         return jm.Component(c.weight_params, processes, dims=config)
 
 

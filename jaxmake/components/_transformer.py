@@ -130,17 +130,17 @@ class TransformerEncoderFields(TransformerFields):
     remat: Remat = "none"
 
 
-def _ports(policy: Policy, attn_dims: str, cache_dims: str) -> list[jm.ProcessPorts]:
+def _ports(policy: Policy, attn_dims: str, cache_dims: str, causal: bool) -> list[jm.ProcessPorts]:
     """A transformer's processes' ports: the pipeline, `MASK_PORTS`, `MASKED_PORTS` with
-    `attn` of the dims `attn_dims`, and `CACHE_PORTS` with caches of the dims `cache_dims`;
-    the `Output` in the compute dtype."""
+    `attn` of the dims `attn_dims`, and if `causal` `CACHE_PORTS` with caches of the dims
+    `cache_dims`; the `Output` in the compute dtype."""
     x = Float[Array, "T dim_model"]
-    return [
+    ports = [
         policy.pipeline_ports(x, "T dim_model"),
         attention_ports(policy, "T dim_model", attn_dims=None),
         attention_ports(policy, "T dim_model", attn_dims=attn_dims),
-        cache_ports(policy, "T dim_model", cache_dims),
     ]
+    return [*ports, cache_ports(policy, "T dim_model", cache_dims)] if causal else ports
 
 
 class TransformerLayer(TransformerFields):
@@ -158,9 +158,9 @@ class TransformerLayer(TransformerFields):
     * `MASK_PORTS`, `(Input, "mask") -> (Output)`: `mask: [T, T]` as for `SelfMultiHeadAttn`;
     * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: the same, and `attn:
       [n_heads, T, T]`, the attention weights (float32);
-    * `CACHE_PORTS`, `(Input, "k_cache", "v_cache", "position") -> (Output, "k_cache",
-      "v_cache")`: incremental decoding with the attention's caches `[S, dim_model]` (see
-      `SelfMultiHeadAttn`).
+    * with `causal` only, `CACHE_PORTS`, `(Input, "k_cache", "v_cache", "position") ->
+      (Output, "k_cache", "v_cache")`: incremental decoding with the attention's caches
+      `[S, dim_model]` (see `SelfMultiHeadAttn`).
 
     Args:
         n_heads, dim_model, mlp_n_hidden, dropout_keep_rate, eps, mlp_activation,
@@ -197,7 +197,8 @@ class TransformerLayer(TransformerFields):
             norm2=lambda: LayerNorm.make(config),
             mlp=mlp,
         )
-        processes = {ports: _layer_process(c, ports, policy) for ports in _ports(policy, "n_heads T T", "S dim_model")}
+        ports_list = _ports(policy, "n_heads T T", "S dim_model", config.causal)
+        processes = {ports: _layer_process(c, ports, policy) for ports in ports_list}
         return jm.Component(c.weight_params, processes, fixed=config.dropout_keep_rate == 1.0, dims=config)
 
 
@@ -251,9 +252,9 @@ class TransformerEncoder(TransformerEncoderFields):
     * `MASK_PORTS`, `(Input, "mask") -> (Output)`: `mask: [T, T]` as for `SelfMultiHeadAttn`;
     * `MASKED_PORTS`, `(Input, "mask") -> (Output, "attn")`: the same, and `attn:
       [n_tfe_layers, n_heads, T, T]`, every layer's weights (float32);
-    * `CACHE_PORTS`, `(Input, "k_cache", "v_cache", "position") -> (Output, "k_cache",
-      "v_cache")`: incremental decoding; the caches `[n_tfe_layers, S, dim_model]` hold
-      each layer's (see `SelfMultiHeadAttn`), in every layout (a universal encoder's one
+    * with `causal` only, `CACHE_PORTS`, `(Input, "k_cache", "v_cache", "position") ->
+      (Output, "k_cache", "v_cache")`: incremental decoding; the caches `[n_tfe_layers, S,
+      dim_model]` hold each layer's (see `SelfMultiHeadAttn`), in every layout (a universal encoder's one
       layer still has a cache per application).
 
     Args:
@@ -304,7 +305,7 @@ class TransformerEncoder(TransformerEncoderFields):
                 return _scan(process, n, universal, min(config.scan_unroll, n), policy.cast)
             return _loop(process, n, universal)
 
-        ports_list = _ports(policy, "n_tfe_layers n_heads T T", "n_tfe_layers S dim_model")
+        ports_list = _ports(policy, "n_tfe_layers n_heads T T", "n_tfe_layers S dim_model", config.causal)
         processes = {ports: _then_norm(run(layer.get_process(ports)), c.norm) for ports in ports_list}
         spec = {**dict.fromkeys(layer_keys, layer_params), "norm": c.norm.component.weight_params}
         return jm.Component(spec, processes, fixed=config.dropout_keep_rate == 1.0, dims=config)

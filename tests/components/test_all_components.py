@@ -79,14 +79,30 @@ def test_one_field_out_of_range_raises_config_error_naming_it(cls: type[Any], da
         cls(**kwargs)
 
 
-@pytest.mark.parametrize("cls", LIBRARY, ids=_id)
-@settings(max_examples=2)
-@given(data=st.data())
-def test_drawn_components_meet_their_contracts_on_real_numbers(cls: type[Any], data: st.DataObject) -> None:
+TRANSFORMERS = (jmc.SelfMultiHeadAttn, jmc.TransformerLayer, jmc.TransformerEncoder, jmc.Vit, jmc.Gpt)
+"""The classes whose every drawn config compiles several processes of attention: one example
+each here (their numerics and processes have tests of their own), two for the others."""
+
+
+def _meets_its_contracts(cls: type[Any], data: st.DataObject) -> None:
     config = data.draw(configs(cls, **LIBRARY[cls]))
     assert_contracts(
         cls.make(config), jr.key(data.draw(st.integers(0, 2**16))), int_high=LIBRARY[cls].get("vocab_size", 2)
     )
+
+
+@pytest.mark.parametrize("cls", [cls for cls in LIBRARY if cls not in TRANSFORMERS], ids=_id)
+@settings(max_examples=2)
+@given(data=st.data())
+def test_drawn_components_meet_their_contracts_on_real_numbers(cls: type[Any], data: st.DataObject) -> None:
+    _meets_its_contracts(cls, data)
+
+
+@pytest.mark.parametrize("cls", TRANSFORMERS, ids=_id)
+@settings(max_examples=1)
+@given(data=st.data())
+def test_drawn_transformers_meet_their_contracts_on_real_numbers(cls: type[Any], data: st.DataObject) -> None:
+    _meets_its_contracts(cls, data)
 
 
 def test_every_public_config_class_is_covered() -> None:
