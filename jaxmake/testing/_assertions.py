@@ -42,7 +42,9 @@ def random_inputs(
     return values
 
 
-def assert_contracts(component: jm.Component, key: Array, *, int_high: int = 2, batch: int = 2) -> jm.Weights:
+def assert_contracts(
+    component: jm.Component, key: Array, *, int_high: int = 2, batch: int = 2, tolerance: float = 2e-5
+) -> jm.Weights:
     """Check every annotated process of `component` on real inputs, and return its weights.
 
     For each process whose inputs are annotated, at two sizes of every free dim: the
@@ -55,6 +57,10 @@ def assert_contracts(component: jm.Component, key: Array, *, int_high: int = 2, 
     of a batch. The named axes the component declares (`axis_names`) are bound with size 1
     for the checked calls; a process that returns a new state and averages over them
     (BatchNorm in training) is not a loop over examples, so its `vmap` is not compared.
+
+    `tolerance` is the relative and absolute tolerance of the comparisons: a batch is
+    computed in another order than its examples one by one, so a component that computes
+    in a 16-bit float needs about `2e-2` (bfloat16 keeps 8 bits of mantissa).
 
     Raises:
         AssertionError or ShapeError: naming the process that failed.
@@ -84,9 +90,9 @@ def assert_contracts(component: jm.Component, key: Array, *, int_high: int = 2, 
             outputs = checked(weights, inputs, rng)
             for path, value in jax.tree_util.tree_leaves_with_path(outputs):
                 assert bool(jnp.isfinite(value).all()), f"{ports}: output {jax.tree_util.keystr(path)} is not finite"
-        _assert_close(outputs, checked(weights, inputs, rng), f"a second call of {ports} with the same rng")
+        _assert_close(outputs, checked(weights, inputs, rng), f"a second call of {ports} with the same rng", tolerance)
         if not (component.axis_names and jm.State in ports.outputs):
-            _assert_vmap_is_a_loop(component, ports, weights, state, key, rng is not None, int_high, batch)
+            _assert_vmap_is_a_loop(component, ports, weights, state, key, rng is not None, int_high, batch, tolerance)
     return weights
 
 
@@ -99,6 +105,7 @@ def _assert_vmap_is_a_loop(
     random: bool,
     int_high: int,
     batch: int,
+    tolerance: float,
 ) -> None:
     process = jax.jit(component.get_process(ports))
     examples = [
@@ -114,18 +121,18 @@ def _assert_vmap_is_a_loop(
     batched = jax.jit(jax.vmap(process, in_axes=(None, in_axes, 0 if random else None)))(weights, stacked, rngs)
     for i, example in enumerate(examples):
         one = process(weights, example, None if rngs is None else rngs[i])
-        _assert_close(one, jax.tree.map(lambda x, i=i: x[i], batched), f"vmap of {ports}, example {i}")
+        _assert_close(one, jax.tree.map(lambda x, i=i: x[i], batched), f"vmap of {ports}, example {i}", tolerance)
 
 
-def _assert_close(expected: Mapping[str, Any], actual: Mapping[str, Any], what: str) -> None:
+def _assert_close(expected: Mapping[str, Any], actual: Mapping[str, Any], what: str, tolerance: float) -> None:
     assert set(expected) == set(actual), f"{what}: ports {sorted(actual)} instead of {sorted(expected)}"
     for name in expected:
         jax.tree.map(
             lambda a, e, name=name: np.testing.assert_allclose(
                 np.asarray(a, np.float64),
                 np.asarray(e, np.float64),
-                rtol=2e-5,
-                atol=2e-5,
+                rtol=tolerance,
+                atol=tolerance,
                 err_msg=f"{what}, port {name!r}",
             ),
             actual[name],

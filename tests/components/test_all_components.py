@@ -86,9 +86,9 @@ each here (their numerics and processes have tests of their own), two for the ot
 
 def _meets_its_contracts(cls: type[Any], data: st.DataObject) -> None:
     config = data.draw(configs(cls, **LIBRARY[cls]))
-    assert_contracts(
-        cls.make(config), jr.key(data.draw(st.integers(0, 2**16))), int_high=LIBRARY[cls].get("vocab_size", 2)
-    )
+    key, int_high = jr.key(data.draw(st.integers(0, 2**16))), LIBRARY[cls].get("vocab_size", 2)
+    half = getattr(config, "dtype", "float32") != "float32"  # a batch rounds in another order than one example
+    assert_contracts(cls.make(config), key, int_high=int_high, tolerance=2e-2 if half else 2e-5)
 
 
 @pytest.mark.parametrize("cls", [cls for cls in LIBRARY if cls not in TRANSFORMERS], ids=_id)
