@@ -88,6 +88,10 @@ class TrainDigits(jm.Config):
             where a small model's step costs less than its dispatch, and 1 on a CPU, where
             it does not pay (see `steps_per_call_default`).
         resume: continue the run in `out` from its latest checkpoint.
+        freeze: weight-path patterns of the weights not to train (see `TrainConfig.freeze`);
+            e.g. `--freeze 'encoder.tfe_layer_0.*'`.
+        learning_rate_factors: pattern and factor pairs multiplying the updates of the
+            weights the pattern selects (see `TrainConfig.learning_rate_factors`).
         vit: the ViT's fields (with --model vit).
         resnet: the ResNet's fields (with --model resnet).
         scale: devices and processes.
@@ -105,6 +109,8 @@ class TrainDigits(jm.Config):
     precision: Precision = "f32"
     steps_per_call: int | None = None
     resume: bool = False
+    freeze: tuple[str, ...] = ()
+    learning_rate_factors: tuple[tuple[str, float], ...] = ()
     vit: Vit = DIGITS_VIT
     resnet: ResNet = DIGITS_RESNET
     scale: Annotated[Scale, OmitArgPrefixes] = Scale()
@@ -166,6 +172,8 @@ class TrainDigits(jm.Config):
             seed=self.seed,
             loss_scaling=_loss_scaling(dtype),
             steps_per_call=self.steps_per_call or steps_per_call_default(steps_per_epoch),
+            freeze=self.freeze,
+            learning_rate_factors=self.learning_rate_factors,
         )
         key = jax.random.key(self.seed)
         task: training.Task | training.StatefulTask

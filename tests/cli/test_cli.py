@@ -154,6 +154,11 @@ def test_train_chars_freezes_weights_by_path(
         "jaxmake: error: `TrainConfig.freeze` item 0: the weight-path pattern `embeding` selects no weight; "
         "the nearest paths are `embedding`"
     )
+    digits = ["train", "digits", "--epochs", "1", "--out", str(tmp_path / "digits"), *TINY_VIT]
+    assert main([*digits, "--learning-rate-factors", "classifer", "0.1"]) == 2  # checked before anything compiles
+    assert capsys.readouterr().err.startswith(
+        "jaxmake: error: `TrainConfig.learning_rate_factors` item 0: the weight-path pattern `classifer` selects no "
+    )
 
 
 def test_sample_is_deterministic_and_rejects_unknown_characters(
