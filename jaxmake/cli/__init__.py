@@ -1,4 +1,4 @@
-"""The `jaxmake` command: train, sample, summary, check.
+"""The `jaxmake` command: train, sample, export, summary, check.
 
 Commands are frozen config classes (`jaxmake.cli._commands`); tyro turns their fields and
 docstrings into options and help. A user error (a bad value, an unknown key in a config
