@@ -34,6 +34,7 @@ from jaxmake._partition import Rules as Rules
 from jaxmake._partition import ShardingError as ShardingError
 from jaxmake._partition import partition_spec as partition_spec
 from jaxmake._partition import weight_shardings as weight_shardings
+from jaxmake._paths import flat_weights as flat_weights
 from jaxmake._paths import match_paths as match_paths
 from jaxmake._paths import path_matches as path_matches
 from jaxmake._paths import weight_paths as weight_paths

@@ -9,7 +9,7 @@ or a model with other names) and raises `WeightsError` listing the nearest paths
 """
 
 import difflib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -25,8 +25,47 @@ PATTERN_RULE = (
 """How patterns match, as the errors about patterns say it."""
 
 
+def flat_weights(weights: Mapping[str, Any]) -> dict[str, Any]:
+    """The leaves of a weights tree keyed by their dotted paths; empty sub-dicts vanish.
+
+    A tree that is already flat is returned as it is, so `flat_weights(flat_weights(w))`
+    equals `flat_weights(w)`.
+
+    Args:
+        weights: a nested dict of arrays (or of anything else, such as
+            `jax.ShapeDtypeStruct` or `WeightParams`), as `jm.make_weights` builds it.
+
+    Returns:
+        `{"encoder.tfe_layer_0.mha.kqv.w": array, ...}`, in the tree's order.
+
+    Raises:
+        ArgumentError: a key is not a non-empty string, or two paths give the same
+            dotted key (`{"a.b": x, "a": {"b": y}}`).
+
+    Example:
+        >>> flat_weights({"encoder": {"norm": {"a": 1, "b": 2}}, "dropout": {}, "lm_head": {"w": 3}})
+        {'encoder.norm.a': 1, 'encoder.norm.b': 2, 'lm_head.w': 3}
+    """
+    flat: dict[str, Any] = {}
+
+    def walk(tree: Mapping[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            if not isinstance(key, str) or not key:
+                raise ArgumentError(f"weights are keyed by non-empty strings, got the key {value_repr(key)}")
+            path = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                walk(value, f"{path}.")
+            elif path in flat:
+                raise ArgumentError(f"two weights have the dotted path `{path}`: rename one of them")
+            else:
+                flat[path] = value
+
+    walk(weights, "")
+    return flat
+
+
 def weight_paths(tree: Mapping[str, Any]) -> list[str]:
-    """The dotted path of every weight of a spec or weights tree, in the tree's order.
+    """The dotted path of every weight of a spec or weights tree, in the tree's order (`flat_weights`' keys).
 
     A weight is anything that is not a mapping (a `WeightParams`, an array); empty groups
     (`"dropout": {}`) hold none.
@@ -35,7 +74,7 @@ def weight_paths(tree: Mapping[str, Any]) -> list[str]:
         >>> weight_paths({"embedding": {"dict": 0}, "dropout": {}, "lm_head": {"w": 0, "b": 0}})
         ['embedding.dict', 'lm_head.w', 'lm_head.b']
     """
-    return [".".join(names) for names in _leaf_names(tree, ())]
+    return list(flat_weights(tree))
 
 
 def path_matches(pattern: str, path: str) -> bool:
@@ -81,14 +120,6 @@ def match_paths(tree: Mapping[str, Any], pattern: str) -> list[str]:
     if not matched:
         raise WeightsError(_no_match_message(pattern, paths))
     return matched
-
-
-def _leaf_names(tree: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
-    for name, node in tree.items():
-        if isinstance(node, Mapping):
-            yield from _leaf_names(node, (*prefix, str(name)))
-        else:
-            yield (*prefix, str(name))
 
 
 def _no_match_message(pattern: str, paths: list[str]) -> str:

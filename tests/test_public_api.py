@@ -54,6 +54,7 @@ PUBLIC = [
     "State",
     "StatefulPipeline",
     "make_state",
+    "flat_weights",
     "match_paths",
     "path_matches",
     "weight_paths",

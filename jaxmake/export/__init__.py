@@ -5,9 +5,10 @@
   dims symbolic and limited by `component.limits`, bound dims concrete);
 * `save(path, exported, weights, metadata)`: a folder with `model.jaxexport`,
   `weights.npz` (the flat weights) and `signature.json`; `load(path)` reads it back;
-* `flat_weights(tree)`: `{dotted path: array}`, the weights the artifact takes.
+* `flat_weights(tree)` (`jm.flat_weights`): `{dotted path: array}`, the weights the artifact takes.
 """
 
+from jaxmake._paths import flat_weights as flat_weights
 from jaxmake.export._export import ARTIFACT as ARTIFACT
 from jaxmake.export._export import BATCH as BATCH
 from jaxmake.export._export import FORMAT as FORMAT
@@ -16,6 +17,5 @@ from jaxmake.export._export import WEIGHTS as WEIGHTS
 from jaxmake.export._export import ArtifactError as ArtifactError
 from jaxmake.export._export import ExportedProcess as ExportedProcess
 from jaxmake.export._export import export as export
-from jaxmake.export._export import flat_weights as flat_weights
 from jaxmake.export._export import load as load
 from jaxmake.export._export import save as save

@@ -75,51 +75,12 @@ class ExportedProcess:
 
     def call(self, weights: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
         """`{port: array}` of the exported process on `weights` (nested or flat) and `inputs` (`{port: array}`)."""
-        outputs: dict[str, jax.Array] = self.exported.call(dict(flat_weights(weights)), dict(inputs))
+        outputs: dict[str, jax.Array] = self.exported.call(dict(jm.flat_weights(weights)), dict(inputs))
         return outputs
 
     def serialize(self) -> bytearray:
         """The artifact's bytes (`jax.export.deserialize` reads them back)."""
         return self.exported.serialize()
-
-
-def flat_weights(weights: Mapping[str, Any]) -> dict[str, Any]:
-    """The leaves of a weights tree keyed by their dotted paths; empty sub-dicts vanish.
-
-    A tree that is already flat is returned as it is, so `flat_weights(flat_weights(w))`
-    equals `flat_weights(w)`.
-
-    Args:
-        weights: a nested dict of arrays (or of anything else, such as
-            `jax.ShapeDtypeStruct`), as `jm.make_weights` builds it.
-
-    Returns:
-        `{"encoder.tfe_layer_0.mha.kqv.w": array, ...}`, in the tree's order.
-
-    Raises:
-        ArgumentError: a key is not a non-empty string, or two paths give the same
-            dotted key (`{"a.b": x, "a": {"b": y}}`).
-
-    Example:
-        >>> flat_weights({"encoder": {"norm": {"a": 1, "b": 2}}, "dropout": {}, "lm_head": {"w": 3}})
-        {'encoder.norm.a': 1, 'encoder.norm.b': 2, 'lm_head.w': 3}
-    """
-    flat: dict[str, Any] = {}
-
-    def walk(tree: Mapping[str, Any], prefix: str) -> None:
-        for key, value in tree.items():
-            if not isinstance(key, str) or not key:
-                raise jm.ArgumentError(f"weights are keyed by non-empty strings, got the key {jm.value_repr(key)}")
-            path = f"{prefix}{key}"
-            if isinstance(value, Mapping):
-                walk(value, f"{path}.")
-            elif path in flat:
-                raise jm.ArgumentError(f"two weights have the dotted path `{path}`: rename one of them")
-            else:
-                flat[path] = value
-
-    walk(weights, "")
-    return flat
 
 
 def export(
@@ -192,7 +153,7 @@ def export(
     }
     template = jm.abstract_weights(component.weight_params)
     weights = {
-        path: jax.ShapeDtypeStruct(w.shape, _stored_dtype(w.dtype)) for path, w in flat_weights(template).items()
+        path: jax.ShapeDtypeStruct(w.shape, _stored_dtype(w.dtype)) for path, w in jm.flat_weights(template).items()
     }
 
     def per_example(nested: jm.Weights, example: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -312,7 +273,7 @@ def save(
         metadata_json = json.loads(json.dumps(dict(metadata or {}), allow_nan=False))
     except (TypeError, ValueError) as error:
         raise jm.ArgumentError(f"`save` takes `metadata` that JSON can hold: {error}") from None
-    arrays = _storable_weights(exported.exported, flat_weights(weights))
+    arrays = _storable_weights(exported.exported, jm.flat_weights(weights))
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ArtifactError(f"`{folder}` is a file: an export is written to a folder")

@@ -453,7 +453,7 @@ def _like_weights(abstract: Any, weights: jm.Weights) -> Any:
     whose shape is that weight's. Read from the paths, this holds for any optax state,
     that of `optax.partition` too (where a group's moments hold only its own weights).
     """
-    by_path = {tuple(path.split(".")): weight for path, weight in zip(jm.weight_paths(weights), _leaves(weights))}
+    by_path = {tuple(path.split(".")): weight for path, weight in jm.flat_weights(weights).items()}
 
     def sharding(key_path: tuple[Any, ...], leaf: Any) -> Any:
         names: list[str] = []
@@ -465,11 +465,6 @@ def _like_weights(abstract: Any, weights: jm.Weights) -> Any:
         return weight.sharding if weight is not None and weight.shape == leaf.shape else None
 
     return jax.tree_util.tree_map_with_path(sharding, abstract)
-
-
-def _leaves(weights: Mapping[str, Any]) -> list[Any]:
-    """The weights of a tree in the order of `jm.weight_paths`."""
-    return [leaf for node in weights.values() for leaf in (_leaves(node) if isinstance(node, Mapping) else [node])]
 
 
 def _placed(state: jm.Weights, mesh: Mesh | None) -> jm.Weights:
