@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +68,11 @@ class TrainDigits(jm.Config):
 
     Args:
         out: the run folder: checkpoints, config.json, metrics.json and loss.png.
+        config: a TOML or JSON file naming a `Vit` or a `ResNet` and its fields (a run's
+            config.json works too): the model to train, computing in its dtype. It replaces
+            the flags --model, --vit.*, --resnet.* and --precision, which must be left
+            out. The batch size is the file's train.batch_size, if it has one (the only
+            key of its train table read), unless a --batch-size is given.
         model: which model: `vit`, or `resnet` (with BatchNorm, its running statistics
             carried as state and checkpointed).
         epochs: passes over the 1,437 training images; by default 100 for the ViT, 20
@@ -98,6 +103,7 @@ class TrainDigits(jm.Config):
     """
 
     out: Path = Path("runs/digits")
+    config: Path | None = None
     model: DigitsModel = "vit"
     epochs: int | None = None
     batch_size: Count = 64
@@ -126,45 +132,58 @@ class TrainDigits(jm.Config):
             raise self.error("label_smoothing", "must be in [0, 1)")
 
     def run(self) -> None:
-        chosen: Vit | ResNet = self.vit if self.model == "vit" else self.resnet
-        flag = f"--{self.model}"
-        if chosen.dtype != "float32":
-            raise CliError(
-                f"{flag}.dtype {chosen.dtype}: set the dtype the model computes in with --precision "
-                f"(it also turns on loss scaling for float16), e.g. --precision {chosen.dtype}"
+        chosen: Vit | ResNet
+        if self.config is None:
+            chosen = self.vit if self.model == "vit" else self.resnet
+            if chosen.dtype != "float32":
+                raise CliError(
+                    f"--{self.model}.dtype {chosen.dtype}: set the dtype the model computes in with --precision "
+                    f"(it also turns on loss scaling for float16), e.g. --precision {chosen.dtype}"
+                )
+            dtype, batch_size = COMPUTE_DTYPES[self.precision], self.batch_size
+        else:
+            chosen, batch_size = _model_of_file(
+                self, self.config, (Vit, ResNet), ("model", "vit", "resnet", "precision")
             )
-        dtype = COMPUTE_DTYPES[self.precision]
+            dtype = chosen.dtype
+        model: DigitsModel = "vit" if isinstance(chosen, Vit) else "resnet"
+
+        def where(field: str) -> str:
+            """How an error names a field of the model: its flag, or its name in the `--config` file."""
+            if self.config is None:
+                return f"--{model}.{field.replace('_', '-')}"
+            return f"{self.config}: `{type(chosen).__name__}.{field}`"
+
         split = data.load_digits()
         if chosen.hwc != split.x_train.shape[1:]:
             raise CliError(
-                f"{flag}.hwc must be {' '.join(map(str, split.x_train.shape[1:]))} (the digits are 8x8 images of one "
-                f"channel), got {' '.join(map(str, chosen.hwc))}"
+                f"{where('hwc')} must be {' '.join(map(str, split.x_train.shape[1:]))} (the digits are 8x8 images "
+                f"of one channel), got {' '.join(map(str, chosen.hwc))}"
             )
         n_classes = int(split.y_train.max()) + 1
         n_outputs, outputs_field = (
-            (self.vit.dict_size_output, "dict-size-output")
-            if self.model == "vit"
-            else (self.resnet.n_classes, "n-classes")
+            (chosen.dict_size_output, "dict_size_output")
+            if isinstance(chosen, Vit)
+            else (chosen.n_classes, "n_classes")
         )
         if n_outputs < n_classes:
             raise CliError(
-                f"{flag}.{outputs_field} must be at least {n_classes} (the digits' classes), got {n_outputs}"
+                f"{where(outputs_field)} must be at least {n_classes} (the digits' classes), got {n_outputs}"
             )
-        if self.batch_size > len(split.y_train):
+        if batch_size > len(split.y_train):
+            flag = "--batch-size" if batch_size == self.batch_size else f"{self.config}: train.batch_size"
             raise CliError(
-                f"--batch-size {self.batch_size} is larger than the {len(split.y_train):,} training images: "
+                f"{flag} {batch_size} is larger than the {len(split.y_train):,} training images: "
                 f"give at most {len(split.y_train):,}"
             )
-        mesh = self.scale.start(self.batch_size)
-        steps_per_epoch = data.steps_per_epoch(len(split.y_train), self.batch_size)
-        epochs = self.epochs or (100 if self.model == "vit" else 20)
-        label_smoothing = (
-            (0.1 if self.model == "vit" else 0.0) if self.label_smoothing is None else self.label_smoothing
-        )
+        mesh = self.scale.start(batch_size)
+        steps_per_epoch = data.steps_per_epoch(len(split.y_train), batch_size)
+        epochs = self.epochs or (100 if model == "vit" else 20)
+        label_smoothing = (0.1 if model == "vit" else 0.0) if self.label_smoothing is None else self.label_smoothing
         config = training.TrainConfig(
             steps=epochs * steps_per_epoch,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate or (4e-3 if self.model == "vit" else 2e-3),
+            batch_size=batch_size,
+            learning_rate=self.learning_rate or (4e-3 if model == "vit" else 2e-3),
             weight_decay=self.weight_decay,
             eval_every=10 * steps_per_epoch,
             log_every=steps_per_epoch,
@@ -178,15 +197,15 @@ class TrainDigits(jm.Config):
         key = jax.random.key(self.seed)
         task: training.Task | training.StatefulTask
         state = None
-        if self.model == "vit":
-            vit = dataclasses.replace(self.vit, dtype=dtype)
+        if isinstance(chosen, Vit):
+            vit = dataclasses.replace(chosen, dtype=dtype)
             model_config: Vit | ResNet = vit
-            task = digits_task(vit, split, self.batch_size, self.seed, self.augment, label_smoothing)
+            task = digits_task(vit, split, batch_size, self.seed, self.augment, label_smoothing)
             weights = self.scale.make_weights(key, Vit.make(vit).weight_params, mesh)
         else:
-            resnet = dataclasses.replace(self.resnet, dtype=dtype)
+            resnet = dataclasses.replace(chosen, dtype=dtype)
             model_config = resnet
-            task = digits_resnet_task(resnet, split, self.batch_size, self.seed, self.augment, label_smoothing)
+            task = digits_resnet_task(resnet, split, batch_size, self.seed, self.augment, label_smoothing)
             component = ResNet.make(resnet)
             weights = self.scale.make_weights(key, component.weight_params, mesh)
             state = jm.make_state(component.state_params)
@@ -195,7 +214,7 @@ class TrainDigits(jm.Config):
             "config": config_dict(model_config),
             "task": {"name": "digits", "augment": self.augment},
         }
-        title = "ViT" if self.model == "vit" else "ResNet"
+        title = "ViT" if model == "vit" else "ResNet"
 
         def summary(results: dict[str, float], seconds: float) -> str:
             return (
@@ -214,6 +233,12 @@ class TrainChars(jm.Config):
         out: the run folder: checkpoints, config.json, metrics.json and loss.png.
         text: a UTF-8 text file; by default, the Python standard library's pydoc topics
             (`pydoc_data.topics`, about 465k characters of English, PSF license).
+        config: a TOML or JSON file naming a `Gpt` and its fields (a run's config.json
+            works too): the model to train, computing in its dtype; its vocab_size must be
+            the corpus's count of characters. It replaces the flags --n-ctx,
+            --n-tfe-layers, --dim-model, --n-heads and --precision, which must be left
+            out. The batch size is the file's train.batch_size, if it has one (the only
+            key of its train table read), unless a --batch-size is given.
         steps: optimizer steps.
         batch_size: windows of `n_ctx` characters per step.
         learning_rate: the peak AdamW learning rate (5% warmup, then cosine decay).
@@ -239,6 +264,7 @@ class TrainChars(jm.Config):
 
     out: Path = Path("runs/chars")
     text: Path | None = None
+    config: Path | None = None
     steps: Count = 1500
     batch_size: Count = 32
     learning_rate: Rate = 3e-3
@@ -263,18 +289,28 @@ class TrainChars(jm.Config):
             text = data.load_text(self.text)
         except OSError as error:
             raise CliError(f"--text: cannot read {self.text}: {error.strerror or error}") from None
-        mesh = self.scale.start(self.batch_size)
-        shape = {
-            "n_ctx": self.n_ctx,
-            "n_tfe_layers": self.n_tfe_layers,
-            "dim_model": self.dim_model,
-            "n_heads": self.n_heads,
-            "dtype": COMPUTE_DTYPES[self.precision],
-        }
-        gpt = build_config(Gpt, {**config_dict(chars_gpt(text.vocab.size)), **shape}, "jaxmake train chars")
+        model_flags = ("n_ctx", "n_tfe_layers", "dim_model", "n_heads", "precision")
+        gpt, batch_size = (
+            (None, self.batch_size) if self.config is None else _model_of_file(self, self.config, (Gpt,), model_flags)
+        )
+        mesh = self.scale.start(batch_size)
+        if gpt is None:
+            shape = {
+                "n_ctx": self.n_ctx,
+                "n_tfe_layers": self.n_tfe_layers,
+                "dim_model": self.dim_model,
+                "n_heads": self.n_heads,
+                "dtype": COMPUTE_DTYPES[self.precision],
+            }
+            gpt = build_config(Gpt, {**config_dict(chars_gpt(text.vocab.size)), **shape}, "jaxmake train chars")
+        elif gpt.vocab_size != text.vocab.size:
+            raise CliError(
+                f"{self.config}: `Gpt.vocab_size`={gpt.vocab_size} must be the corpus's {text.vocab.size} characters "
+                f"(`vocab_multiple` pads the embedding and head): set vocab_size = {text.vocab.size}"
+            )
         config = training.TrainConfig(
             steps=self.steps,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             learning_rate=self.learning_rate,
             eval_every=max(self.steps // 5, 1),
             log_every=max(self.steps // 50, 1),
@@ -285,7 +321,7 @@ class TrainChars(jm.Config):
             freeze=self.freeze,
             learning_rate_factors=self.learning_rate_factors,
         )
-        task = chars_task(gpt, text, self.batch_size, self.seed)
+        task = chars_task(gpt, text, batch_size, self.seed)
         weights = self.scale.make_weights(jax.random.key(self.seed), Gpt.make(gpt).weight_params, mesh)
         metadata = {
             "model": "Gpt",
@@ -302,6 +338,62 @@ class TrainChars(jm.Config):
 
         report = _Report("GPT on characters", ["valid_loss"], baseline, summary)
         _train_and_report(task, weights, config, mesh, self.out, self.resume, metadata, report)
+
+
+M = TypeVar("M", bound=jm.Config)
+
+
+def _model_of_file(
+    command: TrainChars | TrainDigits, path: Path, models: tuple[type[M], ...], model_flags: tuple[str, ...]
+) -> tuple[M, int]:
+    """The model a `train chars|digits --config` file names, and the batch size to train it with.
+
+    The batch size is the file's `train.batch_size` where it has one and `--batch-size` is
+    left at its default; the rest of its `train` table is not read.
+
+    Args:
+        command: the `train chars` or `train digits` command.
+        path: its `--config` file (a run's config.json works too).
+        models: the config classes the command trains.
+        model_flags: the command's fields that set the model instead; they must be left
+            at their defaults (a field holding a config, like `vit`, field by field).
+
+    Raises:
+        CliError: the file cannot be read, is invalid or names another model, a model flag
+            is set too, or its `train` is not a table or its `batch_size` not an integer >= 1.
+    """
+    cls, model, extra = load_model_config(path, frozenset({"train", "task", "metadata"}))
+    if not isinstance(model, models):
+        job, other = ("chars", "digits") if isinstance(command, TrainChars) else ("digits", "chars")
+        trained_by_other = cls in (Gpt, Vit, ResNet)
+        hint = f" (train a {cls.__name__} with `jaxmake train {other} --config {path}`)" if trained_by_other else ""
+        trains = " or a ".join(m.__name__ for m in models)
+        raise CliError(f"{path} configures {cls.__name__}: `jaxmake train {job}` trains a {trains}{hint}")
+    defaults = {f.name: f.default for f in dataclasses.fields(command)}
+    flags: list[str] = []
+    for name in model_flags:
+        value, default = getattr(command, name), defaults[name]
+        if isinstance(value, jm.Config):  # `--vit.*`: each field set
+            flags += [
+                f"{name}.{f.name}"
+                for f in dataclasses.fields(value)
+                if getattr(value, f.name) != getattr(default, f.name)
+            ]
+        elif value != default:
+            flags.append(name)
+    if flags:
+        listed = ", ".join(f"--{flag.replace('_', '-')}" for flag in flags)
+        raise CliError(
+            f"{listed} with --config: the model, its dtype included, comes from {path}; set it there, "
+            "or leave out --config"
+        )
+    train = extra.get("train", {})
+    if not isinstance(train, dict):
+        raise CliError(f"{path}: 'train' must be a table (only its batch_size is read)")
+    batch_size = train.get("batch_size", command.batch_size)
+    if type(batch_size) is not int or batch_size < 1:  # a bool is no batch size either
+        raise CliError(f"{path}: train.batch_size must be an integer >= 1, got {jm.value_repr(batch_size)}")
+    return model, (batch_size if command.batch_size == defaults["batch_size"] else command.batch_size)
 
 
 MAX_SAMPLE_TOKENS = 1_000_000

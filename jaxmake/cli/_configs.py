@@ -120,7 +120,8 @@ def load_model_config(
 ) -> tuple[type[jm.Config], jm.Config, dict[str, Any]]:
     """Read a config file: its model class, the validated config, and its other tables.
 
-    A training run's `config.json` works too: its `metadata` table names the model.
+    A training run's `config.json` works too: its `metadata` table names the model, and
+    its `train` table (the `TrainConfig`) comes back among the other tables.
 
     Args:
         path: the file.
@@ -131,7 +132,7 @@ def load_model_config(
     """
     data = read_file(path)
     if "model" not in data and isinstance(data.get("metadata"), dict):  # a run's config.json
-        data = data["metadata"]
+        data = {**data["metadata"], **({"train": data["train"]} if "train" in data else {})}
     unknown = sorted(set(data) - {"model", "config"} - allowed)
     if unknown:
         expected = ", ".join(map(repr, ["model", "config", *sorted(allowed)]))
@@ -152,3 +153,25 @@ def config_dict(config: jm.Config) -> dict[str, Any]:
     """The fields of a config as JSON-ready values (tuples become lists)."""
     as_json: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))
     return as_json
+
+
+def user_error_line(error: BaseException) -> str:
+    """One line for an error the user can act on: jaxmake's own message, or what the system refused.
+
+    A multi-line message (a `ShapeError`, a `WeightsError`'s list) is joined with `; `.
+    """
+    if isinstance(error, OSError) and not isinstance(error, jm.JaxMakeError) and error.strerror:
+        where = f" ({error.filename})" if error.filename is not None else ""
+        return f"{error.strerror}{where}"
+    if isinstance(error, MemoryError):
+        return f"out of memory{': ' if str(error) else ''}{error}; try smaller sizes (--batch-size, the model's fields)"
+    return joined_lines(str(error)) or type(error).__name__
+
+
+def joined_lines(text: str) -> str:
+    """The non-blank lines of `text` on one line: joined by `; `, or by a space after a colon."""
+    pieces: list[str] = []
+    for line in (line.strip() for line in text.splitlines()):
+        if line:
+            pieces += [line, " " if line.endswith(":") else "; "]
+    return "".join(pieces[:-1])

@@ -1,6 +1,6 @@
 """The `jaxmake` command line proper, on tyro; `jaxmake.cli` imports it once the `train` extra is there.
 
-Commands are frozen config classes (`jaxmake.cli._commands`); tyro turns their fields and
+Commands are frozen config classes (`jaxmake.cli._commands`, and `_plan_command`); tyro turns their fields and
 docstrings into options and help. A user error (a bad value, an unknown key in a config
 file, a mesh that does not fit the devices or the weights) is one line on stderr and exit
 status 2, never a traceback: every `JaxMakeError`, and what the system refuses (`OSError`:
@@ -25,6 +25,8 @@ import tyro
 
 import jaxmake as jm
 from jaxmake.cli._commands import Check, Export, Sample, Summary, TrainChars, TrainDigits
+from jaxmake.cli._configs import joined_lines, user_error_line
+from jaxmake.cli._plan_command import Plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +45,14 @@ def main(args: Sequence[str] | None = None) -> int:
     try:
         with contextlib.redirect_stderr(errors):
             command = tyro.extras.subcommand_cli_from_dict(
-                {"train": Train, "sample": Sample, "export": Export, "summary": Summary, "check": Check},
+                {
+                    "train": Train,
+                    "plan": Plan,
+                    "sample": Sample,
+                    "export": Export,
+                    "summary": Summary,
+                    "check": Check,
+                },
                 prog="jaxmake",
                 description="jaxmake: configs -> make -> components -> weights -> jit.",
                 args=args,
@@ -104,28 +113,6 @@ def _runtime_error(error: jax.errors.JaxRuntimeError) -> int:
     os._exit(2)
 
 
-def user_error_line(error: BaseException) -> str:
-    """One line for an error the user can act on: jaxmake's own message, or what the system refused.
-
-    A multi-line message (a `ShapeError`, a `WeightsError`'s list) is joined with `; `.
-    """
-    if isinstance(error, OSError) and not isinstance(error, jm.JaxMakeError) and error.strerror:
-        where = f" ({error.filename})" if error.filename is not None else ""
-        return f"{error.strerror}{where}"
-    if isinstance(error, MemoryError):
-        return f"out of memory{': ' if str(error) else ''}{error}; try smaller sizes (--batch-size, the model's fields)"
-    return _joined(str(error)) or type(error).__name__
-
-
-def _joined(text: str) -> str:
-    """The non-blank lines of `text` on one line: joined by `; `, or by a space after a colon."""
-    pieces: list[str] = []
-    for line in (line.strip() for line in text.splitlines()):
-        if line:
-            pieces += [line, " " if line.endswith(":") else "; "]
-    return "".join(pieces[:-1])
-
-
 @contextlib.contextmanager
 def _one_line_warnings() -> Iterator[None]:
     """Show each warning once per place, as one line `jaxmake: warning: ...`, whatever the caller's filters."""
@@ -133,7 +120,7 @@ def _one_line_warnings() -> Iterator[None]:
     def show(
         message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
     ) -> None:
-        print(f"jaxmake: warning: {_joined(str(message))}", file=sys.stderr)
+        print(f"jaxmake: warning: {joined_lines(str(message))}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")

@@ -82,14 +82,15 @@ class Scale(jm.Config):
             if value is not None and most is not None and value > most:
                 raise self.error(name, f"must be <= {most}")
 
-    def start(self, batch_size: int) -> Mesh | None:
+    def start(self, batch_size: int | None) -> Mesh | None:
         """Start JAX on the devices and processes asked for; the mesh to train on.
 
         Call it before anything touches a device: JAX reads `--cpu-devices` and joins the
         other processes only when it starts.
 
         Args:
-            batch_size: examples per step, to be split over the mesh's `data` axis.
+            batch_size: examples per step, to be split over the mesh's `data` axis; `None`
+                checks none (`jaxmake plan` checks the batch of each point it plans).
 
         Returns:
             The mesh, or `None` to train on one device (no `--mesh`, one process).
@@ -119,12 +120,8 @@ class Scale(jm.Config):
                 return None
             shape = {"data": jax.device_count()}
         mesh = make_mesh(shape)
-        parts = mesh.shape.get("data", 1)
-        if batch_size % parts:
-            raise CliError(
-                f"--batch-size {batch_size} cannot be split over mesh axis 'data' of size {parts}: "
-                f"give a multiple of {parts}"
-            )
+        if batch_size is not None:
+            check_batch(mesh, batch_size)
         return mesh
 
     def make_weights(self, key: Array, weight_params: jm.WeightParamsTree, mesh: Mesh | None) -> jm.Weights:
@@ -185,6 +182,16 @@ class Scale(jm.Config):
         if index >= count:
             raise CliError(f"--process-id {index} must be in [0, {count - 1}] for --num-processes {count}")
         return coordinator, count, index
+
+
+def check_batch(mesh: Mesh, batch_size: int) -> None:
+    """Raise `CliError` unless the mesh's `data` axis (if any) divides `batch_size`."""
+    parts = mesh.shape.get("data", 1)
+    if batch_size % parts:
+        raise CliError(
+            f"--batch-size {batch_size} cannot be split over mesh axis 'data' of size {parts}: "
+            f"give a multiple of {parts}"
+        )
 
 
 def _environment_int(option: str, minimum: int) -> int | None:

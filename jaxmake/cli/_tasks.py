@@ -55,15 +55,9 @@ def digits_task(
     """Cross-entropy (with `label_smoothing`) of the ViT's logits on shuffled (and shifted) training batches."""
     component = Vit.make(vit)
     logits_of = component.get_process(jm.make_ports(jm.Input, "logits"))
-
-    def loss(weights: jm.Weights, batch: Mapping[str, Array], rng: Array) -> tuple[Array, dict[str, Array]]:
-        keys = jr.split(rng, batch["x"].shape[0])
-        logits = jax.vmap(logits_of, in_axes=(None, 0, 0))(weights, {jm.Input: batch["x"]}, keys)["logits"]
-        return _classification_loss(logits, batch["y"], label_smoothing)
-
     evaluate_logits = jax.jit(jax.vmap(lambda w, x: logits_of(w, {jm.Input: x}, None)["logits"], in_axes=(None, 0)))
     return training.Task(
-        loss,
+        vit_loss(component, label_smoothing),
         _digits_batches(split, batch_size, seed, augment),
         lambda weights: _test_metrics(evaluate_logits(weights, split.x_test), split),
     )
@@ -78,6 +72,36 @@ def digits_resnet_task(
     axis `resnet.axis_name`); evaluation uses the running ones.
     """
     component = ResNet.make(resnet)
+    evaluate_logits = jax.jit(
+        jax.vmap(lambda w, s, x: component.apply(w, x, s, train=False)[0], in_axes=(None, None, 0))
+    )
+    return training.StatefulTask(
+        resnet_loss(component, resnet.axis_name, label_smoothing),
+        _digits_batches(split, batch_size, seed, augment),
+        lambda weights, state: _test_metrics(evaluate_logits(weights, state, split.x_test), split),
+    )
+
+
+def vit_loss(vit: jm.Component, label_smoothing: float = 0.0) -> training.LossFn:
+    """A made `Vit`'s training loss on a batch `{"x": [batch, *hwc], "y": int [batch]}`: cross-entropy, and accuracy."""
+    logits_of = vit.get_process(jm.make_ports(jm.Input, "logits"))
+
+    def loss(weights: jm.Weights, batch: Mapping[str, Array], rng: Array) -> tuple[Array, dict[str, Array]]:
+        keys = jr.split(rng, batch["x"].shape[0])
+        logits = jax.vmap(logits_of, in_axes=(None, 0, 0))(weights, {jm.Input: batch["x"]}, keys)["logits"]
+        return _classification_loss(logits, batch["y"], label_smoothing)
+
+    return loss
+
+
+def resnet_loss(
+    component: jm.Component, axis_name: str | None, label_smoothing: float = 0.0
+) -> training.StatefulLossFn:
+    """A made `ResNet`'s training loss on `{"x": [batch, *hwc], "y": int [batch]}`.
+
+    It normalises by the batch's statistics: the examples are mapped over `axis_name`
+    (the config's `axis_name`), which its BatchNorms average over.
+    """
 
     def loss(
         weights: jm.Weights, state: jm.Weights, batch: Mapping[str, Array], rng: Array
@@ -85,18 +109,11 @@ def digits_resnet_task(
         def train(x: Array) -> tuple[Array, jm.Weights]:
             return component.apply(weights, x, state, train=True)
 
-        logits, new_state = jax.vmap(train, axis_name=resnet.axis_name, out_axes=(0, None))(batch["x"])
+        logits, new_state = jax.vmap(train, axis_name=axis_name, out_axes=(0, None))(batch["x"])
         value, metrics = _classification_loss(logits, batch["y"], label_smoothing)
         return value, (metrics, new_state)
 
-    evaluate_logits = jax.jit(
-        jax.vmap(lambda w, s, x: component.apply(w, x, s, train=False)[0], in_axes=(None, None, 0))
-    )
-    return training.StatefulTask(
-        loss,
-        _digits_batches(split, batch_size, seed, augment),
-        lambda weights, state: _test_metrics(evaluate_logits(weights, state, split.x_test), split),
-    )
+    return loss
 
 
 def _classification_loss(logits: Array, labels: Array, label_smoothing: float) -> tuple[Array, dict[str, Array]]:
@@ -146,13 +163,6 @@ def chars_task(gpt: Gpt, text: data.TextSplit, batch_size: int, seed: int, n_val
     component = Gpt.make(gpt)
     loss_of = component.get_process(LOSS_PORTS)
 
-    def loss(weights: jm.Weights, batch: Mapping[str, Array], rng: Array) -> tuple[Array, dict[str, Array]]:
-        keys = jr.split(rng, batch["inputs"].shape[0])
-        losses = jax.vmap(loss_of, in_axes=(None, 0, 0))(
-            weights, {jm.Input: batch["inputs"], "targets": batch["targets"]}, keys
-        )
-        return losses["loss"].mean(), {}
-
     def batch(step: int) -> dict[str, npt.NDArray[Any]]:
         inputs, targets = data.random_windows(text.train, gpt.n_ctx, batch_size, np.random.default_rng((seed, step)))
         return {"inputs": inputs, "targets": targets}
@@ -164,7 +174,21 @@ def chars_task(gpt: Gpt, text: data.TextSplit, batch_size: int, seed: int, n_val
             w, {jm.Input: valid_inputs, "targets": valid_targets}, None
         )["loss"].mean()
     )
-    return training.Task(loss, batch, lambda weights: {"valid_loss": float(valid_loss(weights))})
+    return training.Task(gpt_loss(component), batch, lambda weights: {"valid_loss": float(valid_loss(weights))})
+
+
+def gpt_loss(gpt: jm.Component) -> training.LossFn:
+    """A made `Gpt`'s training loss on `{"inputs": int [batch, n_ctx], "targets": int [batch, n_ctx]}`."""
+    loss_of = gpt.get_process(LOSS_PORTS)
+
+    def loss(weights: jm.Weights, batch: Mapping[str, Array], rng: Array) -> tuple[Array, dict[str, Array]]:
+        keys = jr.split(rng, batch["inputs"].shape[0])
+        losses = jax.vmap(loss_of, in_axes=(None, 0, 0))(
+            weights, {jm.Input: batch["inputs"], "targets": batch["targets"]}, keys
+        )
+        return losses["loss"].mean(), {}
+
+    return loss
 
 
 def chars_gpt(vocab_size: int, **overrides: Any) -> Gpt:

@@ -14,6 +14,9 @@
   (`TrainConfig.loss_scaling="dynamic"`): the scale's state, kept with the optimizer's;
 * `check_shared`, `RunDirNotShared`: with several processes, `train` first checks that the
   run folder is one folder that all of them see;
+* `plan_step`, `StepPlan`, `measure_step`: the loop's step compiled ahead of time on
+  abstract values: its FLOPs, memory per device and collectives before anything is
+  allocated, and its measured peak to check them (`jaxmake plan`);
 * `load_weights`, `load_metadata`: a finished run's latest weights and metadata, for
   inference;
 * `RunDirError`, `CheckpointDamaged`: a run folder's file is missing or damaged (each
@@ -36,6 +39,10 @@ from jaxmake.training._optimizer import decay_mask as decay_mask
 from jaxmake.training._optimizer import make_optimizer as make_optimizer
 from jaxmake.training._optimizer import make_schedule as make_schedule
 from jaxmake.training._optimizer import weight_labels as weight_labels
+from jaxmake.training._plan import StepPlan as StepPlan
+from jaxmake.training._plan import device_bytes as device_bytes
+from jaxmake.training._plan import measure_step as measure_step
+from jaxmake.training._plan import plan_step as plan_step
 from jaxmake.training._progress import ProgressMode as ProgressMode
 from jaxmake.training._run_dir import History as History
 from jaxmake.training._run_dir import RunDirError as RunDirError

@@ -429,21 +429,31 @@ def _committed_copy(array: Any) -> Array:
 
 
 def _init_like(optimizer: optax.GradientTransformation, weights: jm.Weights, loss_scaling: LossScaling) -> Any:
-    """The optimizer's initial state, each moment sharded like its weight (counters left to XLA).
+    """The optimizer's initial state, each moment sharded like its weight (counters left to XLA)."""
+    return optimizer_init(optimizer, weights, loss_scaling)(weights)
 
+
+def optimizer_init(
+    optimizer: optax.GradientTransformation, weights: jm.Weights, loss_scaling: LossScaling
+) -> Callable[[jm.Weights], Any]:
+    """The jitted `weights -> optimizer state` the loop starts from, each moment sharded like its weight.
+
+    `weights` may be abstract (`jax.ShapeDtypeStruct`s, with their shardings): `.eval_shape`
+    of the result then gives the state's shapes and shardings without allocating it.
     Without explicit shardings the whole state would land on one device. With
-    `loss_scaling="dynamic"`, a `LossScaledState` holding it and `init_loss_scale()`.
+    `loss_scaling="dynamic"`, the state is a `LossScaledState` holding optax's and
+    `init_loss_scale()`.
     """
     abstract = jax.eval_shape(optimizer.init, weights)
     shardings = _like_weights(abstract, weights)
     if loss_scaling == "none":
-        return jax.jit(optimizer.init, out_shardings=shardings)(weights)
+        return jax.jit(optimizer.init, out_shardings=shardings)
 
     def init(weights: jm.Weights) -> LossScaledState:
         return LossScaledState(optimizer.init(weights), init_loss_scale())
 
     scale_shardings = jax.tree.map(lambda _: None, jax.eval_shape(init_loss_scale))  # scalars: left to XLA
-    return jax.jit(init, out_shardings=LossScaledState(shardings, scale_shardings))(weights)
+    return jax.jit(init, out_shardings=LossScaledState(shardings, scale_shardings))
 
 
 def _like_weights(abstract: Any, weights: jm.Weights) -> Any:
@@ -483,24 +493,39 @@ def _batch_placement(mesh: Mesh | None, data_axis: str) -> Callable[[Batch], Bat
     """
     if mesh is None:
         return lambda batch: batch
-    if data_axis not in mesh.axis_names:
-        raise jm.ShardingError(
-            f"the mesh has no axis {data_axis!r} to split batches over; it has {list(mesh.axis_names)}"
-        )
-    sharding, parts = NamedSharding(mesh, PartitionSpec(None, data_axis)), mesh.shape[data_axis]
+    sharding = batches_sharding(mesh, data_axis)
 
     def place(batch: Batch) -> Batch:
         for array in jax.tree.leaves(batch):
-            if array.shape[1] % parts:
-                raise jm.ShardingError(
-                    f"a batch of {array.shape[1]} examples cannot be split over mesh axis {data_axis!r} of size {parts}"
-                )
+            check_split(array.shape[1], mesh, data_axis)
         placed: Batch = jax.tree.map(
             lambda array: jax.make_array_from_callback(array.shape, sharding, lambda index: array[index]), batch
         )
         return placed
 
     return place
+
+
+def batches_sharding(mesh: Mesh, data_axis: str) -> NamedSharding:
+    """The sharding of a chunk's batches `[steps, batch, ...]`: the batch axis split over `data_axis`.
+
+    Raises:
+        ShardingError: the mesh has no axis `data_axis`.
+    """
+    if data_axis not in mesh.axis_names:
+        raise jm.ShardingError(
+            f"the mesh has no axis {data_axis!r} to split batches over; it has {list(mesh.axis_names)}"
+        )
+    return NamedSharding(mesh, PartitionSpec(None, data_axis))
+
+
+def check_split(examples: int, mesh: Mesh, data_axis: str) -> None:
+    """Raise `ShardingError` unless a batch of `examples` splits evenly over the mesh axis `data_axis`."""
+    parts = mesh.shape[data_axis]
+    if examples % parts:
+        raise jm.ShardingError(
+            f"a batch of {examples} examples cannot be split over mesh axis {data_axis!r} of size {parts}"
+        )
 
 
 def _check_finite(

@@ -81,19 +81,25 @@ def as_stateful(task: "Task | StatefulTask") -> StatefulTask:
     """`task` as a `StatefulTask`: a `Task`'s loss and evaluation, given a state they pass through untouched."""
     if isinstance(task, StatefulTask):
         return task
-    loss, evaluate = task.loss, task.evaluate
-
-    def stateful_loss(
-        weights: jm.Weights, state: jm.Weights, batch: Batch, rng: Array
-    ) -> tuple[Array, tuple[Mapping[str, Array], jm.Weights]]:
-        value, metrics = loss(weights, batch, rng)
-        return value, (metrics, state)
+    evaluate = task.evaluate
 
     def stateful_evaluate(weights: jm.Weights, state: jm.Weights) -> Mapping[str, float]:
         assert evaluate is not None
         return evaluate(weights)
 
-    return StatefulTask(stateful_loss, task.batch, None if evaluate is None else stateful_evaluate)
+    return StatefulTask(stateful_loss(task.loss), task.batch, None if evaluate is None else stateful_evaluate)
+
+
+def stateful_loss(loss: LossFn) -> StatefulLossFn:
+    """`loss` as a `StatefulLossFn`: it takes a state and returns it untouched."""
+
+    def with_state(
+        weights: jm.Weights, state: jm.Weights, batch: Batch, rng: Array
+    ) -> tuple[Array, tuple[Mapping[str, Array], jm.Weights]]:
+        value, metrics = loss(weights, batch, rng)
+        return value, (metrics, state)
+
+    return with_state
 
 
 def shuffled_batches(arrays: Batch, batch_size: int, seed: int) -> Callable[[int], Batch]:

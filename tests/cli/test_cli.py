@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -14,7 +15,8 @@ import pytest
 import jaxmake as jm
 from jaxmake import training
 from jaxmake.cli import main
-from jaxmake.components import Gpt, ResNet
+from jaxmake.cli._configs import config_dict
+from jaxmake.components import Gpt, ResNet, Vit
 
 TINY_VIT = [
     "--vit.n-tfe-layers",
@@ -502,3 +504,119 @@ def test_ctrl_c_ends_with_status_130(monkeypatch: pytest.MonkeyPatch, capsys: py
     monkeypatch.setattr("jaxmake.cli._commands.Summary.run", interrupted)
     assert main(["summary", "Vit"]) == 130
     assert capsys.readouterr().err == "jaxmake: interrupted\n"
+
+
+TINY_GPT_FILE = """model = "Gpt"
+
+[config]
+vocab_size = 28
+n_ctx = 8
+n_tfe_layers = 1
+dim_model = 8
+n_heads = 2
+mlp_n_hidden = [16]
+
+[train]
+batch_size = 4
+"""
+
+
+def test_train_chars_trains_the_model_of_a_config_file(text_file: Path, tmp_path: Path) -> None:
+    file = tmp_path / "gpt.toml"
+    file.write_text(TINY_GPT_FILE)
+    out = tmp_path / "from-file"
+    args = ["train", "chars", "--text", str(text_file), "--steps", "2", "--out", str(out)]
+    assert main([*args, "--config", str(file)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    expected = Gpt(vocab_size=28, n_ctx=8, n_tfe_layers=1, dim_model=8, n_heads=2, mlp_n_hidden=(16,))
+    assert (Gpt(**saved["metadata"]["config"]), saved["train"]["batch_size"]) == (expected, 4)
+
+
+def test_train_chars_trains_the_model_of_a_run_again(chars_run: Path, text_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    args = ["train", "chars", "--text", str(text_file), "--steps", "2", "--out", str(out)]
+    assert main([*args, "--config", str(chars_run / "config.json"), "--batch-size", "2"]) == 0  # the flag wins
+    before, after = (json.loads((run / "config.json").read_text()) for run in (chars_run, out))
+    assert after["metadata"]["config"] == before["metadata"]["config"]
+    assert (before["train"]["batch_size"], after["train"]["batch_size"]) == (4, 2)
+
+
+@pytest.mark.parametrize(
+    ("content", "flags", "message"),
+    [
+        ('model = "Vit"', [], "gpt.toml configures Vit: `jaxmake train chars` trains a Gpt (train a Vit with "),
+        (
+            'model = "Linear"\n[config]\nn_in = 2\nn_out = 1',
+            [],
+            "gpt.toml configures Linear: `jaxmake train chars` trains a Gpt\n",
+        ),
+        (
+            TINY_GPT_FILE,
+            ["--dim-model", "999", "--precision", "bf16"],
+            "--dim-model, --precision with --config: the model",
+        ),
+        (TINY_GPT_FILE.replace("= 28", "= 16"), [], "`Gpt.vocab_size`=16 must be the corpus's 28 characters"),
+        (TINY_GPT_FILE.replace("= 4", "= 0"), [], "gpt.toml: train.batch_size must be an integer >= 1, got 0"),
+        ('model = "Gpt"\ntrain = 3', [], "gpt.toml: 'train' must be a table (only its batch_size is read)"),
+    ],
+)
+def test_train_chars_refuses_a_config_file_it_cannot_train(
+    content: str, flags: list[str], message: str, text_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "gpt.toml"
+    file.write_text(content)
+    args = ["train", "chars", "--text", str(text_file), "--config", str(file), "--out", str(tmp_path / "run"), *flags]
+    assert main(args) == 2
+    assert message in _one_error_line(capsys)
+
+
+def test_train_digits_trains_the_model_of_a_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vit = {"hwc": [8, 8, 1], "n_patches_side": 2, "n_tfe_layers": 1, "dim_model": 8, "n_heads": 2}
+    vit |= {"mlp_n_hidden": [8], "mlp_n_hidden_patches": [8], "dict_size_output": 10, "dtype": "float16"}
+    file = tmp_path / "vit.json"
+    file.write_text(json.dumps({"model": "Vit", "config": vit, "train": {"batch_size": 128}}))
+    trained: list[tuple[training.TrainConfig, dict[str, Any]]] = []
+
+    def record(task: object, weights: object, config: training.TrainConfig, *args: Any) -> None:
+        trained.append((config, args[3]))  # what a run would train (about 20 s), without drawing or training it
+
+    monkeypatch.setattr("jaxmake.cli._commands._train_and_report", record)
+    monkeypatch.setattr("jaxmake.cli._scale.Scale.make_weights", lambda *args: {})
+    assert main(["train", "digits", "--config", str(file), "--epochs", "1", "--out", str(tmp_path / "digits")]) == 0
+    [(config, metadata)] = trained
+    assert (metadata["model"], metadata["config"]) == ("Vit", {**config_dict(Vit()), **vit})
+    assert (config.batch_size, config.steps, config.loss_scaling) == (128, 11, "dynamic")
+    cases = {
+        "gpt.json": (
+            {"model": "Gpt"},
+            [],
+            "gpt.json configures Gpt: `jaxmake train digits` trains a Vit or a ResNet "
+            f"(train a Gpt with `jaxmake train chars --config {tmp_path / 'gpt.json'}`)",
+        ),
+        "small.json": (
+            {"model": "Vit", "config": {**vit, "hwc": [4, 4, 1]}},
+            [],
+            "small.json: `Vit.hwc` must be 8 8 1",
+        ),
+        "resnet.json": (
+            {"model": "ResNet", "config": {"n_classes": 3}},
+            [],
+            "resnet.json: `ResNet.n_classes` must be at least 10 (the digits' classes), got 3",
+        ),
+        "flags.json": (
+            {"model": "ResNet"},
+            ["--model", "resnet", "--vit.dim-model", "16"],
+            "--model, --vit.dim-model with --config",
+        ),
+        "big.json": (
+            {"model": "ResNet", "train": {"batch_size": 5000}},
+            [],
+            "big.json: train.batch_size 5000 is larger than",
+        ),
+    }
+    for name, (content, flags, message) in cases.items():
+        (tmp_path / name).write_text(json.dumps(content))
+        assert main(["train", "digits", "--config", str(tmp_path / name), "--out", str(tmp_path / "x"), *flags]) == 2
+        assert message in _one_error_line(capsys), name
