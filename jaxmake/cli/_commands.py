@@ -16,7 +16,16 @@ from tyro.conf import OmitArgPrefixes, Positional
 
 import jaxmake as jm
 from jaxmake import data, export, training
-from jaxmake.cli._configs import CliError, build_config, config_dict, load_model_config, model_class, parse_value
+from jaxmake.cli._configs import (
+    CliError,
+    build_config,
+    config_dict,
+    file_batch_size,
+    load_model_config,
+    model_class,
+    parse_set,
+    train_table,
+)
 from jaxmake.cli._plot import plot_history
 from jaxmake.cli._scale import Scale
 from jaxmake.cli._summary import summary_table
@@ -387,13 +396,8 @@ def _model_of_file(
             f"{listed} with --config: the model, its dtype included, comes from {path}; set it there, "
             "or leave out --config"
         )
-    train = extra.get("train", {})
-    if not isinstance(train, dict):
-        raise CliError(f"{path}: 'train' must be a table (only its batch_size is read)")
-    batch_size = train.get("batch_size", command.batch_size)
-    if type(batch_size) is not int or batch_size < 1:  # a bool is no batch size either
-        raise CliError(f"{path}: train.batch_size must be an integer >= 1, got {jm.value_repr(batch_size)}")
-    return model, (batch_size if command.batch_size == defaults["batch_size"] else command.batch_size)
+    batch_size = file_batch_size(path, train_table(path, extra))
+    return model, (batch_size if batch_size and command.batch_size == defaults["batch_size"] else command.batch_size)
 
 
 MAX_SAMPLE_TOKENS = 1_000_000
@@ -548,14 +552,7 @@ class Summary(jm.Config):
             if file_cls is not cls:
                 raise CliError(f"{self.config} configures {file_cls.__name__}, not {cls.__name__}")
             fields = config_dict(file_config)
-        for item in self.set:
-            name, equals, value = item.partition("=")
-            if not equals:
-                raise CliError(f"--set takes FIELD=VALUE, got {item!r}")
-            try:
-                fields[name] = parse_value(value, "JSON")
-            except ValueError:
-                fields[name] = value
+        fields |= parse_set(self.set, "--set")
         config = build_config(cls, fields, "jaxmake summary (set fields with --set FIELD=VALUE or --config FILE)")
         component = cls.make(config)  # type: ignore[attr-defined]
         print(summary_table(repr(config), component.weight_params, None if self.rules is None else RULES[self.rules]))

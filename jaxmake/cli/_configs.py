@@ -17,7 +17,7 @@ Configs come from the dataclasses themselves: no `eval`, no pickle.
 import dataclasses
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -147,6 +147,49 @@ def load_model_config(
         raise CliError(f"{path}: 'config' must be a table of field values")
     extra = {key: value for key, value in data.items() if key not in ("model", "config")}
     return cls, build_config(cls, fields, str(path)), extra
+
+
+def train_table(path: Path, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A config file's `train` table (`TrainConfig` fields), from the other tables `load_model_config` returns.
+
+    Raises:
+        CliError: `train` is not a table.
+    """
+    train = extra.get("train", {})
+    if not isinstance(train, dict):
+        raise CliError(f"{path}: 'train' must be a table of training options")
+    return dict(train)
+
+
+def file_batch_size(path: Path, train: Mapping[str, Any]) -> int | None:
+    """The `batch_size` of a config file's `train` table, or `None` if it gives none.
+
+    Raises:
+        CliError: it is not an integer >= 1.
+    """
+    batch_size = train.get("batch_size")
+    if batch_size is not None and (type(batch_size) is not int or batch_size < 1):  # a bool is no batch size
+        raise CliError(f"{path}: train.batch_size must be an integer >= 1, got {jm.value_repr(batch_size)}")
+    return batch_size
+
+
+def parse_set(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """`FIELD=VALUE` items as a dict, each VALUE read as JSON if it parses (`3`, `[4, 4]`), else as a string."""
+    fields: dict[str, Any] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            raise CliError(f"{flag} takes FIELD=VALUE, got {item!r}")
+        fields[name] = json_or_string(value)
+    return fields
+
+
+def json_or_string(value: str) -> Any:
+    """`value` as JSON (`3`, `[4, 4]`, `true`) if it parses, else the string itself."""
+    try:
+        return parse_value(value, "JSON")
+    except ValueError:
+        return value
 
 
 def config_dict(config: jm.Config) -> dict[str, Any]:

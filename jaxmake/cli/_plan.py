@@ -12,6 +12,7 @@ loss on `[batch, n_ctx]` tokens, as `train chars`), `Vit` and `ResNet` (classifi
 """
 
 import itertools
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -24,7 +25,16 @@ from jax.sharding import Mesh
 
 import jaxmake as jm
 from jaxmake import training
-from jaxmake.cli._configs import CliError, build_config, config_dict, load_model_config, model_class, parse_value
+from jaxmake.cli._configs import (
+    CliError,
+    build_config,
+    config_dict,
+    file_batch_size,
+    load_model_config,
+    model_class,
+    parse_set,
+    train_table,
+)
 from jaxmake.cli._scale import check_batch
 from jaxmake.cli._tasks import gpt_loss, resnet_loss, vit_loss
 from jaxmake.components import Gpt, ResNet, Vit
@@ -261,39 +271,20 @@ def largest_batch(peak_of: Callable[[int], int], first: int, first_peak: int, li
     return Fit(lo or None, compiles, False)
 
 
-def parse_set(items: tuple[str, ...], flag: str) -> dict[str, Any]:
-    """`FIELD=VALUE` items as a dict, each VALUE read as JSON if it parses, else as a string."""
-    fields: dict[str, Any] = {}
-    for item in items:
-        name, equals, value = item.partition("=")
-        if not equals or not name:
-            raise CliError(f"{flag} takes FIELD=VALUE, got {item!r}")
-        fields[name] = json_or_string(value)
-    return fields
-
-
-def json_or_string(value: str) -> Any:
-    """`value` as JSON (`3`, `[4, 4]`, `true`) if it parses, else the string itself."""
-    try:
-        return parse_value(value, "JSON")
-    except ValueError:
-        return value
-
-
 def load_base(source: str, sets: tuple[str, ...]) -> tuple[type[jm.Config], dict[str, Any], dict[str, Any]]:
     """The model class, its fields and the `train` table of a config file or a model name, with `--set` applied.
 
-    A file is anything that exists, or whose name ends in `.toml` or `.json`.
+    A file is anything that exists, or whose name ends in `.toml` or `.json`; its
+    `train.batch_size`, if any, is checked to be an integer >= 1.
     """
     path = Path(source)
     if path.exists() or path.suffix in (".toml", ".json"):
         cls, config, extra = load_model_config(path, frozenset({"train", "task", "metadata"}))
-        fields, train = config_dict(config), extra.get("train", {})
-        if not isinstance(train, dict):
-            raise CliError(f"{path}: 'train' must be a table of training options")
+        fields, train = config_dict(config), train_table(path, extra)
+        file_batch_size(path, train)
     else:
         cls, fields, train = model_class(source), {}, {}
-    return cls, {**fields, **parse_set(sets, "--set")}, dict(train)
+    return cls, {**fields, **parse_set(sets, "--set")}, train
 
 
 def report_json(planned: Planned, limit: int, fit: Fit | None) -> dict[str, Any]:
@@ -345,7 +336,7 @@ def report_text(report: Mapping[str, Any], limit_text: str) -> str:
     params = report["params"]
     devices = report["devices"]
     lines = [
-        f"plan of {report['model']} ({_fields_line(report['config'])})",
+        f"plan of {report['model']} ({_fields_line(report['model'], report['config'])})",
         f"batch {report['batch_size']:,} on {devices} {report['platform']} device{'s' * (devices > 1)}",
         f"parameters: {params['total']:,}",
         *(f"  {group:<24} {count:>14,}" for group, count in params["groups"].items()),
@@ -388,8 +379,11 @@ def report_text(report: Mapping[str, Any], limit_text: str) -> str:
     return "\n".join(lines)
 
 
-def _fields_line(fields: Mapping[str, Any]) -> str:
-    return ", ".join(f"{name}={value}" for name, value in fields.items())
+def _fields_line(model: str, fields: Mapping[str, Any]) -> str:
+    """The fields that differ from the model's defaults, as `name=value`; `defaults` if none does."""
+    defaults = config_dict(model_class(model)())  # the planned models have a default for every field
+    changed = {name: value for name, value in fields.items() if defaults.get(name) != value}
+    return ", ".join(f"{name}={json.dumps(value)}" for name, value in changed.items()) or "defaults"
 
 
 def measured_peak(planned: Planned, mesh: Mesh | None, rules: str) -> int | None:

@@ -1,9 +1,10 @@
 """The `jaxmake plan` command: one plan, or a sweep over the product of some fields' values.
 
 A sweep checks every point first (config, contracts, layout on the mesh, batch split),
-rejecting the invalid ones with their one-line error and compiling nothing for them; the
-valid ones are then compiled on a pool of threads (XLA compiles without holding Python's
-lock). It writes, in `--out`, one config file per valid point (`point-01.json`, which
+rejecting the invalid ones with their one-line error and compiling nothing for them. The
+valid ones are then compiled on a pool of processes (tracing holds Python's lock, so
+threads would take turns), each worker started once on the same devices and mesh. It
+writes, in `--out`, one config file per valid point (`point-01.json`, which
 `jaxmake train chars|digits --config` trains as is), the table (`plan.md`, `plan.json`)
 and a plot of memory and FLOPs against the swept fields (`plan.png`).
 """
@@ -12,6 +13,7 @@ import concurrent.futures
 import dataclasses
 import itertools
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -23,15 +25,15 @@ from annotated_types import Ge
 from tyro.conf import Positional
 
 import jaxmake as jm
-from jaxmake.cli._configs import CliError, build_config, config_dict, user_error_line
+from jaxmake.cli._configs import CliError, build_config, config_dict, json_or_string, model_class, user_error_line
 from jaxmake.cli._plan import (
     DEFAULT_BATCH,
     Fit,
+    Inputs,
     Planned,
     Planner,
     human_bytes,
     human_count,
-    json_or_string,
     largest_batch,
     load_base,
     measured_peak,
@@ -43,6 +45,9 @@ from jaxmake.cli._scale import Scale
 
 SWEEP_FIELD_BATCH = "batch_size"
 """The one swept name that is not a field of the model: the batch size."""
+
+RuleName = Literal["dp", "fsdp", "tp", "fsdp_tp"]
+"""The `--rules` presets (`jaxmake.sharding.RULES`)."""
 
 MAX_POINTS = 256
 """The most points one sweep plans."""
@@ -77,7 +82,8 @@ class Plan(jm.Config):
             `auto` (the default) for a single plan and not in a sweep, `on`, or `off`.
         measure: also run one real step (allocating everything) and report its measured
             peak beside the plan: a GPU's `memory_stats()`, a Linux CPU's resident high-water mark.
-        workers: compiles at once in a sweep; by default the machine's CPUs (at most 8).
+        workers: processes that compile a sweep's points at once (each starts JAX once);
+            by default the machine's CPUs, at most 8; 1 compiles them in this process.
         mesh: plan on a mesh of devices, e.g. `data=4,model=2` (with --cpu-devices to emulate them).
         rules: how the weights are split over the mesh: dp, fsdp, tp, fsdp_tp (see `jaxmake train --help`).
         cpu_devices: make JAX see this many CPU devices, to plan a mesh on one machine.
@@ -94,13 +100,15 @@ class Plan(jm.Config):
     measure: bool = False
     workers: int | None = None
     mesh: str | None = None
-    rules: Literal["dp", "fsdp", "tp", "fsdp_tp"] = "dp"
+    rules: RuleName = "dp"
     cpu_devices: Annotated[int, Ge(1)] | None = None
 
     def validate(self) -> None:
         for name in ("batch_size", "workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:  # `Config` checks a union's type only
                 raise self.error(name, "must be >= 1")
+        if self.measure and self.sweep:
+            raise self.error("measure", "runs the step of one plan: leave out --sweep (or plan the point alone)")
 
     def run(self) -> None:
         limit = parse_memory(self.device_memory)
@@ -108,7 +116,7 @@ class Plan(jm.Config):
         axes = parse_sweep(self.sweep, cls)
         mesh = Scale(mesh=self.mesh, rules=self.rules, cpu_devices=self.cpu_devices).start(None)
         batch = self.batch_size or train.pop("batch_size", None) or DEFAULT_BATCH.get(cls, 32)
-        train.pop("batch_size", None)
+        train.pop("batch_size", None)  # (when --batch-size is given)
         planner = Planner(train, mesh, self.rules)
         if not axes:
             config = build_config(cls, fields, f"jaxmake plan {self.config}")
@@ -119,7 +127,7 @@ class Plan(jm.Config):
                 report["measured_peak"] = measured_peak(planned, mesh, self.rules)
             print(json.dumps(report, indent=2) if self.json else report_text(report, self.device_memory))
             return
-        rows = run_sweep(planner, cls, fields, train, batch, axes, limit, self)
+        rows = run_sweep(planner, cls, fields, batch, axes, limit, self)
         if self.json:
             print(json.dumps(rows, indent=2))
         else:
@@ -189,50 +197,85 @@ def run_sweep(
     planner: Planner,
     cls: type[jm.Config],
     fields: Mapping[str, Any],
-    train: Mapping[str, Any],
     batch: int,
     axes: list[tuple[str, list[Any]]],
     limit: int,
-    command: Plan,
+    command: "Plan",
 ) -> list[dict[str, Any]]:
-    """Check every point, then compile the valid ones in parallel; one row per point, in the product's order."""
+    """Check every point, then compile the valid ones, in parallel processes; one row per point, in order.
+
+    A point's `seconds` are the wall time of its check and compile (and search, with
+    `--fit-batch on`) where it ran.
+    """
     rows: list[dict[str, Any]] = []
-    jobs = []
+    jobs: list[tuple[dict[str, Any], jm.Config, Inputs, int, float]] = []
     for index, values in enumerate(itertools.product(*(values for _, values in axes)), 1):
         swept = dict(zip((name for name, _ in axes), values, strict=True))
         point_batch = swept.get(SWEEP_FIELD_BATCH, batch)
         row: dict[str, Any] = {"point": index, "swept": swept, "batch_size": point_batch}
         started = time.perf_counter()
         try:
-            if not isinstance(point_batch, int) or isinstance(point_batch, bool) or point_batch < 1:
-                raise CliError(f"batch_size must be an integer >= 1, got {point_batch!r}")
+            if type(point_batch) is not int or point_batch < 1:
+                raise CliError(f"point {index}: batch_size must be an integer >= 1, got {jm.value_repr(point_batch)}")
             point_fields = {**fields, **{k: v for k, v in swept.items() if k != SWEEP_FIELD_BATCH}}
             config = build_config(cls, point_fields, f"point {index}")
             inputs = planner.check(config, point_batch)
         except jm.JaxMakeError as error:
             rows.append({**row, "status": "rejected", "error": user_error_line(error)})
             continue
-        row |= {"status": "planned", "check_seconds": time.perf_counter() - started}
+        row |= {"status": "planned", "file": {"model": cls.__name__, "config": config_dict(config)}}
+        row["file"]["train"] = {**planner.train, "batch_size": point_batch}
         rows.append(row)
-        jobs.append((row, config, inputs, point_batch))
-    workers = command.workers or min(os.cpu_count() or 1, 8)
+        jobs.append((row, config, inputs, point_batch, time.perf_counter() - started))
     fit = command.fit_batch == "on"
-
-    def plan(job: tuple[dict[str, Any], jm.Config, Any, int]) -> None:
-        row, config, inputs, point_batch = job
-        started = time.perf_counter()
-        planned = planner.plan(config, inputs, point_batch)
-        report = report_json(planned, limit, fit_of(planner, planned, limit) if fit else None)
-        row |= {"seconds": row.pop("check_seconds") + time.perf_counter() - started, "plan": report}
-        row["file"] = {
-            "model": cls.__name__,
-            "config": config_dict(config),
-            "train": {**train, "batch_size": point_batch},
-        }
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(plan, jobs))  # re-raises the first error of any point
+    workers = min(command.workers or min(os.cpu_count() or 1, 8), len(jobs))
+    if workers <= 1:
+        for row, config, inputs, point_batch, checked in jobs:
+            report, seconds = _planned_point(planner, config, inputs, point_batch, limit, fit)
+            row |= {"plan": report, "seconds": checked + seconds}
+        return rows
+    scale: tuple[Mapping[str, Any], str | None, RuleName, int | None] = (
+        planner.train,
+        command.mesh,
+        command.rules,
+        command.cpu_devices,
+    )
+    spawn = multiprocessing.get_context("spawn")  # a fork would copy JAX's threads' state
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn, initargs=scale, initializer=_start) as pool:
+        points = [(cls.__name__, config_dict(config), point_batch, limit, fit) for _, config, _, point_batch, _ in jobs]
+        for (row, *_), (report, seconds) in zip(jobs, pool.map(_plan_in_worker, points), strict=True):
+            row |= {"plan": report, "seconds": seconds}
     return rows
+
+
+def _planned_point(
+    planner: Planner, config: jm.Config, inputs: Inputs, batch_size: int, limit: int, fit: bool
+) -> tuple[dict[str, Any], float]:
+    """A point's report (with the largest batch if `fit`), and the seconds it took."""
+    started = time.perf_counter()
+    planned = planner.plan(config, inputs, batch_size)
+    report = report_json(planned, limit, fit_of(planner, planned, limit) if fit else None)
+    return report, time.perf_counter() - started
+
+
+_WORKER_PLANNER: list[Planner] = []
+"""In a sweep's worker process: the planner its points are compiled with (set once, by `_start`)."""
+
+
+def _start(train: Mapping[str, Any], mesh: str | None, rules: RuleName, cpu_devices: int | None) -> None:
+    """Start a sweep's worker: JAX on the devices asked for, and its planner."""
+    scale = Scale(mesh=mesh, rules=rules, cpu_devices=cpu_devices)
+    _WORKER_PLANNER.append(Planner(train, scale.start(None), rules))
+
+
+def _plan_in_worker(point: tuple[str, dict[str, Any], int, int, bool]) -> tuple[dict[str, Any], float]:
+    """Plan one point (already checked by the parent) in a worker: its report and the seconds it took there."""
+    model, fields, batch_size, limit, fit = point
+    started = time.perf_counter()
+    planner = _WORKER_PLANNER[0]
+    config = model_class(model)(**fields)
+    report, _ = _planned_point(planner, config, planner.check(config, batch_size), batch_size, limit, fit)
+    return report, time.perf_counter() - started
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> str:

@@ -557,7 +557,7 @@ def test_train_chars_trains_the_model_of_a_run_again(chars_run: Path, text_file:
         ),
         (TINY_GPT_FILE.replace("= 28", "= 16"), [], "`Gpt.vocab_size`=16 must be the corpus's 28 characters"),
         (TINY_GPT_FILE.replace("= 4", "= 0"), [], "gpt.toml: train.batch_size must be an integer >= 1, got 0"),
-        ('model = "Gpt"\ntrain = 3', [], "gpt.toml: 'train' must be a table (only its batch_size is read)"),
+        ('model = "Gpt"\ntrain = 3', [], "gpt.toml: 'train' must be a table of training options"),
     ],
 )
 def test_train_chars_refuses_a_config_file_it_cannot_train(

@@ -74,7 +74,7 @@ def test_a_sweep_rejects_invalid_points_without_compiling_them(
 ) -> None:
     out = tmp_path / "plans"
     args = ["plan", "gpt", "--set", *TINY, "--sweep", "dim_model=8,9", "n_tfe_layers=1,2", "--out", str(out)]
-    assert main([*args, "--json", "--batch-size", "2", "--workers", "2"]) == 0
+    assert main([*args, "--json", "--batch-size", "2", "--workers", "1"]) == 0  # in this process: counted
     captured = capsys.readouterr()
     rows = json.loads(captured.out)
     assert [row["status"] for row in rows] == ["planned", "planned", "rejected", "rejected"]
@@ -94,7 +94,8 @@ def test_a_sweep_point_trains_as_is(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = tmp_path / "plans"
     text = tmp_path / "corpus.txt"
     text.write_text("abcdefghijklmno " * 40)  # 16 characters: the vocab_size of TINY
-    args = ["plan", "gpt", "--set", *TINY, "--sweep", "n_heads=1,2", "--batch-size", "2", "--out", str(out)]
+    args = ["plan", "gpt", "--set", *TINY, "--sweep", "n_heads=1,2", "--batch-size", "2", "--workers", "1"]
+    args += ["--out", str(out)]
     assert main(args) == 0
     capsys.readouterr()
     run = tmp_path / "run"
@@ -114,6 +115,7 @@ def test_a_sweep_point_trains_as_is(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["gpt", "--sweep", "dim_model"], "--sweep takes FIELD=V1,V2,..., got 'dim_model'"),
         (["gpt", "--set", *TINY, "--mesh", "data=3"], "the mesh data=3 needs 3 devices"),
         (["gpt", "--set", *TINY, "--batch-size", "0"], "`Plan.batch_size`=0 must be >= 1"),
+        (["gpt", "--measure", "--sweep", "n_heads=1,2"], "`Plan.measure`=True runs the step of one plan"),
     ],
 )
 def test_plan_errors_are_one_line_before_any_compile(
@@ -127,11 +129,23 @@ def test_plan_errors_are_one_line_before_any_compile(
 def test_plan_on_an_emulated_mesh(tmp_path: Path) -> None:
     """Per-device bytes under the rules, the collectives, and a point that does not divide over the mesh."""
     args = ["plan", "gpt", "--set", *TINY, "--mesh", "data=2,model=2", "--rules", "fsdp_tp", "--cpu-devices", "4"]
-    sweep = [*args, "--batch-size", "4", "--sweep", "mlp_n_hidden=[16],[15]", "--json", "--out", str(tmp_path)]
+    sweep = [
+        *args,
+        "--batch-size",
+        "4",
+        "--sweep",
+        "mlp_n_hidden=[16],[15],[32]",
+        "--json",
+        "--workers",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     done = subprocess.run([*JAXMAKE, *sweep], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    planned, rejected = json.loads(done.stdout)
+    planned, rejected, wider = json.loads(done.stdout)  # the planned points were compiled by 2 worker processes
     report = planned["plan"]
+    assert wider["plan"]["xla"]["flops"] > report["xla"]["flops"]
     assert report["devices"] == 4
     assert report["bytes_per_device"]["weights"] < 4 * report["params"]["total"]  # split over the mesh
     assert report["xla"]["collectives"].get("all-reduce", 0) > 0
