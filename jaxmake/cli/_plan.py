@@ -104,8 +104,8 @@ class Inputs(NamedTuple):
     state_params: jm.WeightParamsTree | None
     example: dict[str, jax.ShapeDtypeStruct]
     """One example of the batch (`{"inputs": int [n_ctx], ...}`)."""
-    tokens: int
-    """Tokens per example (`n_ctx` for a `Gpt`), for FLOPs per token; 1 for an image."""
+    tokens: int | None
+    """Tokens per example (`n_ctx` for a `Gpt`), for FLOPs per token; `None` for an image."""
 
     def batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
         """A batch of `batch_size` examples, abstract."""
@@ -127,10 +127,10 @@ def step_inputs(config: jm.Config) -> Inputs:
         example = {"x": jax.ShapeDtypeStruct(config.hwc, jnp.float32), "y": jax.ShapeDtypeStruct((), jnp.int32)}
         if isinstance(config, Vit):
             vit = Vit.make(config)
-            return Inputs(vit_loss(vit), vit.weight_params, None, example, 1)
+            return Inputs(vit_loss(vit), vit.weight_params, None, example, None)
         resnet = ResNet.make(config)
         loss = resnet_loss(resnet, config.axis_name)
-        return Inputs(loss, resnet.weight_params, resnet.state_params, example, 1)
+        return Inputs(loss, resnet.weight_params, resnet.state_params, example, None)
     raise CliError(
         f"`jaxmake plan` plans the training step of a model `jaxmake train` trains "
         f"({', '.join(cls.__name__ for cls in PLANNED)}); {type(config).__name__} has none"
@@ -292,7 +292,7 @@ def report_json(planned: Planned, limit: int, fit: Fit | None) -> dict[str, Any]
     plan, config = planned.plan, planned.config
     analytic = analytic_flops(config)
     params = params_by_group(planned.inputs.weight_params)
-    tokens = plan.batch_size * planned.inputs.tokens
+    flops, tokens = plan.flops * plan.devices, planned.inputs.tokens
     return {
         "model": type(config).__name__,
         "config": config_dict(config),
@@ -312,8 +312,9 @@ def report_json(planned: Planned, limit: int, fit: Fit | None) -> dict[str, Any]
         },
         "xla": {
             "flops_per_device": plan.flops,
-            "flops": plan.flops * plan.devices,
-            "flops_per_token": plan.flops * plan.devices / tokens,
+            "flops": flops,
+            "flops_per_example": flops / plan.batch_size,
+            "flops_per_token": None if tokens is None else flops / plan.batch_size / tokens,
             "bytes_accessed_per_device": plan.bytes_accessed,
             "collectives": dict(plan.collectives),
             "loops": plan.loops,
@@ -346,7 +347,12 @@ def report_text(report: Mapping[str, Any], limit_text: str) -> str:
         f"  memory per device: arguments {human_bytes(memory['arguments'])} + temporaries "
         f"{human_bytes(memory['temp'])} + outputs not donated {human_bytes(memory['outputs_not_aliased'])}"
         f" = peak {human_bytes(memory['peak'])}",
-        f"  FLOPs (XLA): {human_count(xla['flops'])} per step, {human_count(xla['flops_per_token'])} per token"
+        f"  FLOPs (XLA): {human_count(xla['flops'])} per step, "
+        + (
+            f"{human_count(xla['flops_per_example'])} per example"
+            if xla["flops_per_token"] is None
+            else f"{human_count(xla['flops_per_token'])} per token"
+        )
         + (f" ({human_count(xla['flops_per_device'])} per device)" if devices > 1 else "")
         + (f"; XLA counts a loop's body once ({xla['loops']} loops)" if xla["loops"] else ""),
     ]

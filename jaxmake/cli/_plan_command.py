@@ -341,13 +341,16 @@ def plot_sweep(path: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[st
     first, others = names[0], names[1:]
     figure, (memory_axes, flops_axes) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     planned = [row for row in rows if row["status"] == "planned"]
-    for key, group in itertools.groupby(
-        sorted(planned, key=lambda r: json.dumps([r["swept"][n] for n in others])),
-        key=lambda r: tuple(json.dumps(r["swept"][n]) for n in others),
-    ):
-        points = sorted(group, key=lambda r: json.dumps(r["swept"][first]))
-        label = ", ".join(f"{n}={v}" for n, v in zip(others, key, strict=True)) or None
-        xs = [str(r["swept"][first]) for r in points]
+    order = {key: i for i, key in enumerate(dict.fromkeys(json.dumps(row["swept"][first]) for row in rows))}
+    numeric = all(type(row["swept"][first]) in (int, float) for row in rows)  # else one tick per value, in order
+
+    def rest(row: Mapping[str, Any]) -> str:
+        return json.dumps([row["swept"][name] for name in others])
+
+    for _, group in itertools.groupby(sorted(planned, key=rest), key=rest):
+        points = sorted(group, key=lambda row: order[json.dumps(row["swept"][first])])
+        label = ", ".join(f"{name}={json.dumps(points[0]['swept'][name])}" for name in others) or None
+        xs = [row["swept"][first] if numeric else json.dumps(row["swept"][first]) for row in points]
         memory_axes.plot(xs, [r["plan"]["bytes_per_device"]["peak"] / 2**20 for r in points], marker="o", label=label)
         flops_axes.plot(xs, [r["plan"]["xla"]["flops"] for r in points], marker="o", label=label)
     memory_axes.set(xlabel=first, ylabel="MiB", yscale="log", title="peak memory per device (XLA)")

@@ -69,6 +69,15 @@ def test_plan_text_and_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "XLA / analytic = " in text and "collectives: none" in text
 
 
+def test_plan_of_a_model_with_state(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["plan", "resnet", "--set", "hwc=[8,8,1]", "n_classes=10", "widths=[8]", "blocks_per_stage=1"]
+    assert main([*args, "--batch-size", "8", "--fit-batch", "off", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bytes_per_device"]["state"] > 0  # BatchNorm's running statistics
+    assert report["xla"]["flops_per_token"] is None and report["analytic"] is None
+    assert report["xla"]["flops_per_example"] * 8 == report["xla"]["flops"]
+
+
 def test_a_sweep_rejects_invalid_points_without_compiling_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], compiles: list[int]
 ) -> None:
