@@ -131,9 +131,13 @@ def step_inputs(config: jm.Config) -> Inputs:
         resnet = ResNet.make(config)
         loss = resnet_loss(resnet, config.axis_name)
         return Inputs(loss, resnet.weight_params, resnet.state_params, example, None)
-    raise CliError(
+    raise _no_training_step(type(config))
+
+
+def _no_training_step(cls: type[jm.Config]) -> CliError:
+    return CliError(
         f"`jaxmake plan` plans the training step of a model `jaxmake train` trains "
-        f"({', '.join(cls.__name__ for cls in PLANNED)}); {type(config).__name__} has none"
+        f"({', '.join(planned.__name__ for planned in PLANNED)}); {cls.__name__} has none"
     )
 
 
@@ -274,16 +278,25 @@ def largest_batch(peak_of: Callable[[int], int], first: int, first_peak: int, li
 def load_base(source: str, sets: tuple[str, ...]) -> tuple[type[jm.Config], dict[str, Any], dict[str, Any]]:
     """The model class, its fields and the `train` table of a config file or a model name, with `--set` applied.
 
-    A file is anything that exists, or whose name ends in `.toml` or `.json`; its
-    `train.batch_size`, if any, is checked to be an integer >= 1.
+    A file is anything that exists, or whose name ends in `.toml` or `.json`; a folder
+    is a training run's, whose `config.json` is read. The file's `train.batch_size`, if
+    any, is checked to be an integer >= 1.
+
+    Raises:
+        CliError: the file cannot be read or is invalid, or the model is not one
+            `jaxmake train` trains (before its fields are checked).
     """
     path = Path(source)
+    if path.is_dir():
+        path = path / "config.json"
     if path.exists() or path.suffix in (".toml", ".json"):
         cls, config, extra = load_model_config(path, frozenset({"train", "task", "metadata"}))
         fields, train = config_dict(config), train_table(path, extra)
         file_batch_size(path, train)
     else:
         cls, fields, train = model_class(source), {}, {}
+    if cls not in PLANNED:
+        raise _no_training_step(cls)
     return cls, {**fields, **parse_set(sets, "--set")}, train
 
 

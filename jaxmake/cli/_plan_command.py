@@ -67,8 +67,8 @@ class Plan(jm.Config):
 
     Args:
         config: a config file (TOML or JSON with `model`, `config` and an optional `train`
-            table of `TrainConfig` fields such as batch_size and freeze; a run's
-            config.json works too), or a library model's name (`gpt`) with --set.
+            table of `TrainConfig` fields such as batch_size and freeze; a run's folder or
+            its config.json works too), or a library model's name (`gpt`) with --set.
         set: field values as `FIELD=VALUE` (VALUE in JSON: `dim_model=256`, `mlp_n_hidden=[1024]`).
         batch_size: examples per step; by default the file's `train.batch_size`, else that of `jaxmake train`.
         device_memory: the memory of one device: a size (80GB, 16GiB, 512MB; GB is 10^9

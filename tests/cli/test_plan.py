@@ -55,14 +55,13 @@ def test_plan_reports_memory_flops_and_the_largest_batch(
     assert largest in compiles and largest + 1 in compiles  # both compiled: the largest fits, one more does not
 
 
-def test_plan_text_and_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = tmp_path / "model.toml"
-    config.write_text(
-        'model = "Gpt"\n[config]\n'
-        + "".join(f"{item.replace('=', ' = ')}\n" for item in TINY)
-        + "[train]\nbatch_size = 2\nfreeze = ['embedding']\n"
-    )
-    assert main(["plan", str(config), "--fit-batch", "off", "--device-memory", "1KB"]) == 0
+def test_plan_text_of_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"  # a training run's folder: its config.json is read, `train` table included
+    run.mkdir()
+    fields = {name: json.loads(value) for name, value in (item.split("=") for item in TINY)}
+    train = {"steps": 5, "batch_size": 2, "freeze": ["embedding"]}
+    (run / "config.json").write_text(json.dumps({"train": train, "metadata": {"model": "Gpt", "config": fields}}))
+    assert main(["plan", str(run), "--fit-batch", "off", "--device-memory", "1KB"]) == 0
     text = capsys.readouterr().out
     assert "batch 2 on 1 cpu device" in text
     assert "verdict: does NOT fit in 1KB" in text
@@ -118,7 +117,7 @@ def test_a_sweep_point_trains_as_is(tmp_path: Path, capsys: pytest.CaptureFixtur
     ("args", "message"),
     [
         (["gpt", "--set", *TINY, "n_heads=3"], "`Gpt.n_heads`=3 must divide `dim_model`=8"),
-        (["linear", "--set", "n_in=2", "n_out=2"], "`jaxmake plan` plans the training step of a model `jaxmake train`"),
+        (["linear"], "`jaxmake plan` plans the training step of a model `jaxmake train`"),
         (["gpt", "--device-memory", "lots"], "--device-memory takes a size such as 80GB"),
         (["gpt", "--sweep", "dim_mode=8,16"], "--sweep dim_mode=8,16: `Gpt` has no field 'dim_mode'"),
         (["gpt", "--sweep", "dim_model"], "--sweep takes FIELD=V1,V2,..., got 'dim_model'"),
