@@ -36,6 +36,7 @@ from jaxmake.cli._configs import (
     train_table,
 )
 from jaxmake.cli._scale import check_batch
+from jaxmake.cli._summary import human_bytes
 from jaxmake.cli._tasks import gpt_loss, resnet_loss, vit_loss
 from jaxmake.components import Gpt, ResNet, Vit
 from jaxmake.sharding import RULES
@@ -82,12 +83,6 @@ def parse_memory(text: str) -> int:
             f"{', '.join(DEVICE_PRESETS)}; got {text!r}"
         )
     return int(float(match[1]) * _UNITS[match[2] or ""])
-
-
-def human_bytes(n: float) -> str:
-    """`n` bytes in binary units: `1.5 MiB`."""
-    power = min(max(int(math.log(max(n, 1), 1024)), 0), 4)
-    return f"{n / 1024**power:.1f} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[power]}" if power else f"{int(n)} B"
 
 
 def human_count(n: float) -> str:
@@ -255,7 +250,7 @@ def largest_batch(peak_of: Callable[[int], int], first: int, first_peak: int, li
     while hi is None or hi - lo > multiple:
         if lo >= MAX_BATCH:
             return Fit(lo, compiles, True)
-        near = sorted(known, key=lambda b: abs(b - (lo if hi is None else hi)))[:2] if hi is None else [lo, hi]
+        near = sorted(known, key=lambda b: abs(b - lo))[:2] if hi is None else [lo, hi]
         (b0, b1), guess = sorted(near), 0
         slope = (known[b1] - known[b0]) / (b1 - b0) if b1 != b0 else 0.0
         if slope > 0:
@@ -387,7 +382,7 @@ def report_text(report: Mapping[str, Any], limit_text: str) -> str:
         line += f"; largest batch that fits: {verdict['largest_batch']:,}{more}"
         line += f" (found in {verdict['search_compiles']} abstract compiles)"
     elif verdict["search_compiles"] is not None:
-        line += "; no batch fits: the weights and optimizer state alone are too large for one device"
+        line += "; no batch fits, not even the smallest"
     lines.append(line)
     measured = report.get("measured_peak")
     if measured is not None:

@@ -32,7 +32,6 @@ from jaxmake.cli._plan import (
     Inputs,
     Planned,
     Planner,
-    human_bytes,
     human_count,
     largest_batch,
     load_base,
@@ -42,6 +41,7 @@ from jaxmake.cli._plan import (
     report_text,
 )
 from jaxmake.cli._scale import Scale
+from jaxmake.cli._summary import human_bytes
 
 SWEEP_FIELD_BATCH = "batch_size"
 """The one swept name that is not a field of the model: the batch size."""
@@ -115,8 +115,8 @@ class Plan(jm.Config):
         cls, fields, train = load_base(self.config, self.set)
         axes = parse_sweep(self.sweep, cls)
         mesh = Scale(mesh=self.mesh, rules=self.rules, cpu_devices=self.cpu_devices).start(None)
-        batch = self.batch_size or train.pop("batch_size", None) or DEFAULT_BATCH.get(cls, 32)
-        train.pop("batch_size", None)  # (when --batch-size is given)
+        file_batch = train.pop("batch_size", None)  # each point's batch is passed on its own
+        batch = self.batch_size or file_batch or DEFAULT_BATCH[cls]
         planner = Planner(train, mesh, self.rules)
         if not axes:
             config = build_config(cls, fields, f"jaxmake plan {self.config}")

@@ -40,7 +40,9 @@ def summary_table(title: str, weight_params: jm.WeightParamsTree, rules: jm.Rule
         for row in rows
     ]
     n_arrays = len(rows) - 1
-    footer = f"total: {total_params:,} parameters in {n_arrays} arrays, {total_bytes:,} bytes ({_human(total_bytes)})"
+    footer = (
+        f"total: {total_params:,} parameters in {n_arrays} arrays, {total_bytes:,} bytes ({human_bytes(total_bytes)})"
+    )
     return "\n".join([title, aligned[0], "-" * len(aligned[0]), *aligned[1:], footer])
 
 
@@ -48,6 +50,7 @@ def _spec_str(spec: Any) -> str:
     return "(" + ", ".join("-" if axis is None else str(axis) for axis in spec) + ")" if len(spec) else "replicated"
 
 
-def _human(n_bytes: int) -> str:
-    power = min(int(math.log(max(n_bytes, 1), 1024)), 3)
-    return f"{n_bytes / 1024**power:.1f} {('B', 'KiB', 'MiB', 'GiB')[power]}"
+def human_bytes(n_bytes: float) -> str:
+    """`n_bytes` in binary units, one decimal: `1.5 MiB`, `32.0 B`."""
+    power = min(int(math.log(max(n_bytes, 1), 1024)), 4)
+    return f"{n_bytes / 1024**power:.1f} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[power]}"
